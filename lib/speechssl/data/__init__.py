@@ -1,0 +1,1 @@
+"""Data: the synthetic phone-aligned corpus, LibriSpeech, manifests and batching."""

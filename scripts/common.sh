@@ -1,0 +1,13 @@
+# Sourced by book.sh and test.sh: enter the repository, activate the pinned environment,
+# quiet progress bars, and make sure the tiny synthetic corpus exists.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+venv=$(bash scripts/env.sh 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2))
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
+export SPEECHSSL_PROGRESS=${SPEECHSSL_PROGRESS:-0}
+export SPEECHSSL_SCALE=${SPEECHSSL_SCALE:-tiny}
+export PYDEVD_DISABLE_FILE_VALIDATION=1
+export MPLBACKEND=Agg
+# The tiny corpus is regenerated only when its configuration or the generator changed.
+python -m speechssl.data.synth --preset tiny --out "${SPEECHSSL_DATA:-data}/synth-tiny" --reuse
