@@ -1,0 +1,218 @@
+"""Mini-batch k-means with k-means++ initialisation, in PyTorch (CPU or GPU).
+
+HuBERT's teachers are k-means clusterings of MFCC frames (iteration 1) or of a previous
+model's hidden states (later iterations). fairseq learns them with scikit-learn's
+``MiniBatchKMeans`` (``examples/hubert/simple_kmeans/learn_kmeans.py``: ``init="k-means++"``,
+``batch_size=10000``, ``max_iter=100``, ``n_init=20``, ``max_no_improvement=100``,
+``reassignment_ratio=0.0``). This module implements the same algorithm with tensors so that
+it runs on a GPU when one is present, with the same defaults; ``bench/bench_kmeans.py``
+compares it with scikit-learn on the same frames.
+
+Algorithm:
+
+1. **k-means++ seeding** (Arthur & Vassilvitskii 2007), greedy variant: each new centre is the
+   best of ``2 + log(K)`` candidates drawn with probability proportional to the squared
+   distance to the nearest chosen centre. Seeding runs on a random subset of
+   ``init_size`` points (default ``3 * batch_size``); ``n_init`` seedings are tried and the one
+   with the lowest inertia on the subset is kept.
+2. **Mini-batch updates** (Sculley 2010): for each mini-batch, assign points to their nearest
+   centre, then move every centre towards the mean of its points with a per-centre learning
+   rate ``n_batch / n_seen``, so each centre is the running mean of all points it was given.
+3. **Stopping**: after ``max_iter`` passes over the data, or when the exponentially smoothed
+   mini-batch inertia has not improved for ``max_no_improvement`` consecutive batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .errors import ConfigError
+from .progress import progress_disabled
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def squared_distances(x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """``||x_i - c_k||^2`` for ``x (N, D)`` and ``centers (K, D)`` -> ``(N, K)``.
+
+    Uses the expansion ``|x|^2 - 2 x.c + |c|^2`` (one matrix product) and clamps the small
+    negative values it can produce to 0.
+    """
+    if x_sq is None:
+        x_sq = (x * x).sum(1)
+    c_sq = (centers * centers).sum(1)
+    d = torch.addmm(c_sq.unsqueeze(0), x, centers.t(), alpha=-2.0)
+    return (d + x_sq.unsqueeze(1)).clamp_min_(0)
+
+
+@dataclass
+class KMeansResult:
+    n_steps: int
+    n_epochs: float
+    converged: bool
+
+
+class KMeans:
+    """Mini-batch k-means (scikit-learn ``MiniBatchKMeans`` semantics, fairseq defaults).
+
+    Args:
+        n_clusters: K, the number of units (HuBERT: 100 for MFCC, 500 for later iterations).
+        batch_size: points per mini-batch (fairseq ``batch_size=10000``).
+        max_iter: maximum passes over the data (fairseq ``max_iter=100``).
+        n_init: number of k-means++ seedings tried (fairseq ``n_init=20``).
+        init_size: points used for seeding (default ``3 * batch_size``, as scikit-learn).
+        max_no_improvement: stop after this many mini-batches without a lower smoothed inertia.
+        tol: stop when the mean squared centre move per mini-batch, relative to the data
+            variance, falls below ``tol`` (0 disables, as fairseq).
+        seed: seeds every random choice; the same seed and data give the same centres.
+        device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
+    """
+
+    def __init__(self, n_clusters: int, *, batch_size: int = 10_000, max_iter: int = 100, n_init: int = 20,
+                 init_size: int | None = None, max_no_improvement: int | None = 100, tol: float = 0.0,
+                 seed: int = 0, device: str | torch.device | None = "auto", progress: bool = True):
+        if n_clusters < 1:
+            raise ConfigError(f"n_clusters must be >= 1, got {n_clusters}")
+        if batch_size < 1 or max_iter < 1 or n_init < 1:
+            raise ConfigError(f"batch_size, max_iter and n_init must be >= 1; got {batch_size}, {max_iter}, {n_init}")
+        self.n_clusters = n_clusters
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_size = init_size
+        self.max_no_improvement = max_no_improvement
+        self.tol = tol
+        self.seed = seed
+        self.device = pick_device(device)
+        self.progress = progress
+        self.cluster_centers_: torch.Tensor | None = None
+        self.result_: KMeansResult | None = None
+
+    # -- seeding ---------------------------------------------------------------------------
+    def _kmeanspp(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Greedy k-means++ on ``x (n, D)``: returns ``(K, D)`` centres."""
+        n = x.shape[0]
+        k = self.n_clusters
+        n_trials = 2 + int(math.log(k))
+        x_sq = (x * x).sum(1)
+        centers = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
+        first = int(torch.randint(n, (1,), generator=gen, device="cpu"))
+        centers[0] = x[first]
+        closest = squared_distances(x, centers[:1], x_sq)[:, 0]  # (n,)
+        for i in range(1, k):
+            weights = closest.double().cpu()
+            if weights.sum() <= 0:  # fewer distinct points than clusters
+                cand = torch.randint(n, (n_trials,), generator=gen)
+            else:
+                cand = torch.multinomial(weights, n_trials, replacement=True, generator=gen)
+            cand = cand.to(x.device)
+            d_cand = squared_distances(x, x[cand], x_sq)  # (n, trials)
+            new_closest = torch.minimum(closest.unsqueeze(1), d_cand)
+            best = int(new_closest.sum(0).argmin())
+            closest = new_closest[:, best].contiguous()
+            centers[i] = x[cand[best]]
+        return centers
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, x: torch.Tensor | np.ndarray) -> "KMeans":
+        """Learn ``n_clusters`` centres from ``x (N, D)``."""
+        x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
+        if x.dim() != 2:
+            raise ValueError(f"expected features of shape (N, D), got {tuple(x.shape)}")
+        n = x.shape[0]
+        if n < self.n_clusters:
+            raise ValueError(f"k-means needs at least n_clusters={self.n_clusters} points, got {n}")
+        if not torch.isfinite(x).all():
+            raise ValueError("features contain NaN or Inf")
+        gen = torch.Generator().manual_seed(self.seed)
+        batch = min(self.batch_size, n)
+
+        # 1. Seeding: n_init k-means++ runs on a random subset, keep the best on that subset.
+        init_size = self.init_size or 3 * batch
+        init_size = min(n, max(init_size, self.n_clusters))
+        best, best_inertia = None, math.inf
+        for _ in range(self.n_init):
+            idx = torch.randperm(n, generator=gen)[:init_size].to(self.device)
+            sub = x[idx]
+            c = self._kmeanspp(sub, gen)
+            inertia = float(squared_distances(sub, c).min(1).values.sum())
+            if inertia < best_inertia:
+                best, best_inertia = c, inertia
+        centers = best.clone()
+
+        # 2. Mini-batch updates with per-centre counts.
+        counts = torch.zeros(self.n_clusters, dtype=torch.float64, device=self.device)
+        steps_per_epoch = max(1, n // batch)
+        total_steps = self.max_iter * steps_per_epoch
+        variance = float(x.var(0).mean()) if n > 1 else 1.0
+        ewa, best_ewa, no_improve = None, math.inf, 0
+        alpha = min(1.0, 2.0 * batch / (n + 1))  # scikit-learn's smoothing factor
+        converged = False
+        step = 0
+        bar = tqdm(total=total_steps, desc=f"k-means K={self.n_clusters}", leave=False,
+                   disable=not self.progress or progress_disabled())
+        while step < total_steps and not converged:
+            order = torch.randperm(n, generator=gen).to(self.device)
+            for s in range(steps_per_epoch):
+                xb = x[order[s * batch:(s + 1) * batch]]
+                d = squared_distances(xb, centers)
+                mins, assign = d.min(1)
+                batch_inertia = float(mins.sum()) / xb.shape[0]
+                # Sculley's update: centre = running mean of every point assigned to it.
+                n_b = torch.bincount(assign, minlength=self.n_clusters).to(counts.dtype)
+                sums = torch.zeros_like(centers).index_add_(0, assign, xb)
+                counts += n_b
+                hit = n_b > 0
+                lr = (n_b[hit] / counts[hit]).to(centers.dtype).unsqueeze(1)
+                new = centers[hit] + lr * (sums[hit] / n_b[hit].to(centers.dtype).unsqueeze(1) - centers[hit])
+                move = float(((new - centers[hit]) ** 2).sum()) / max(1, self.n_clusters)
+                centers[hit] = new
+                step += 1
+                bar.update(1)
+                # 3. Early stopping on the smoothed inertia and (optionally) on the centre moves.
+                ewa = batch_inertia if ewa is None else ewa * (1 - alpha) + batch_inertia * alpha
+                if ewa < best_ewa:
+                    best_ewa, no_improve = ewa, 0
+                else:
+                    no_improve += 1
+                if self.tol > 0 and move / variance < self.tol:
+                    converged = True
+                if self.max_no_improvement is not None and no_improve >= self.max_no_improvement:
+                    converged = True
+                if converged or step >= total_steps:
+                    break
+        bar.close()
+        self.cluster_centers_ = centers
+        self.result_ = KMeansResult(n_steps=step, n_epochs=step / steps_per_epoch, converged=converged)
+        return self
+
+    # -- using the centres -----------------------------------------------------------------
+    def _check_fitted(self) -> torch.Tensor:
+        if self.cluster_centers_ is None:
+            raise RuntimeError("KMeans is not fitted yet; call fit() first")
+        return self.cluster_centers_
+
+    def predict(self, x: torch.Tensor | np.ndarray, chunk: int = 65_536) -> np.ndarray:
+        """Nearest centre of every row of ``x (N, D)`` -> ``(N,)`` int64 unit ids."""
+        centers = self._check_fitted()
+        x = torch.as_tensor(x, dtype=torch.float32)
+        out = [squared_distances(x[i:i + chunk].to(self.device), centers).argmin(1).cpu()
+               for i in range(0, x.shape[0], chunk)]
+        return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+
+    def inertia(self, x: torch.Tensor | np.ndarray, chunk: int = 65_536) -> float:
+        """Sum of squared distances of every row of ``x`` to its nearest centre."""
+        centers = self._check_fitted()
+        x = torch.as_tensor(x, dtype=torch.float32)
+        return float(sum(squared_distances(x[i:i + chunk].to(self.device), centers).min(1).values.double().sum()
+                         for i in range(0, x.shape[0], chunk)))
