@@ -14,7 +14,7 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   mkdir -p "$cache"
   "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel >&2
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
   "$venv/bin/python" -m pip install -q -r "$root/requirements-lock.txt" >&2
   touch "$venv/.complete"
   # Environments built from older locks are no longer needed.
