@@ -1,0 +1,70 @@
+"""Tables, figures, widgets and path/scale settings used by the chapters."""
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from speechssl import paths  # noqa: E402
+from speechssl.errors import ConfigError  # noqa: E402
+from speechssl.viz import (Table, plot_cooccurrence, plot_phone_histogram, plot_quality_vs_k,  # noqa: E402
+                           plot_units_against_phones, plot_utterance)
+
+
+def test_table_text_and_markdown():
+    t = Table(["K", "PNMI"], [(100, 0.25612), (500, float("nan"))], caption="cap")
+    assert repr(t).splitlines() == ["cap", "K    PNMI", "---  -----", "100  0.256", "500  –"]
+    md = t._repr_markdown_()
+    assert "| K | PNMI |" in md and "| 100 | 0.256 |" in md and md.startswith("**cap**")
+    with pytest.raises(ValueError, match="expected 2"):
+        Table(["a", "b"], [(1,)])
+
+
+def test_scale_and_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("SPEECHSSL_SCALE", raising=False)
+    assert paths.scale() == "tiny"
+    monkeypatch.setenv("SPEECHSSL_SCALE", "Reduced")
+    assert paths.scale() == "reduced"
+    monkeypatch.setenv("SPEECHSSL_SCALE", "huge")
+    with pytest.raises(ConfigError, match="one of .*found 'huge'"):
+        paths.scale()
+    monkeypatch.setenv("SPEECHSSL_DATA", str(tmp_path))
+    assert paths.corpus_dir("tiny") == tmp_path / "synth-tiny"
+    monkeypatch.delenv("SPEECHSSL_DATA")
+    assert paths.corpus_dir("tiny") == paths.repo_root() / "data" / "synth-tiny"
+
+
+def test_figures_draw():
+    rng = np.random.default_rng(0)
+    ali = [("sil", 0, 1600), ("HH", 1600, 2400), ("AH", 2400, 4000), ("sil", 4000, 4800)]
+    figs = [
+        plot_utterance(rng.normal(size=4800), ali, rng.normal(size=(28, 257)), rng.normal(size=(28, 39))),
+        plot_phone_histogram(np.array([5, 0, 3]), ["sil", "AA", "AE"]),
+        plot_quality_vs_k([50, 100], [dict(phone_purity=.3, cluster_purity=.2, pnmi=.2)] * 2,
+                          paper={100: dict(phone_purity=.3, cluster_purity=.2, pnmi=.25)}),
+        plot_cooccurrence(np.array([[3, 0, 1], [0, 2, 0]]), ["sil", "AA"]),
+        plot_units_against_phones(ali, rng.integers(0, 5, 28), 0.01),
+    ]
+    assert all(len(f.axes) >= 1 for f in figs)
+
+
+def test_explore_leaves_a_static_figure(monkeypatch):
+    import ipywidgets
+    import matplotlib.pyplot as plt
+
+    from speechssl import widgets
+
+    shown = []
+    monkeypatch.setattr(widgets, "display", lambda *objs: shown.extend(objs))
+    calls = []
+
+    def draw(k=1):
+        calls.append(k)
+        fig, ax = plt.subplots()
+        ax.plot([0, k])
+        return fig
+
+    ui = widgets.explore(draw, {"k": 2}, {"k": ipywidgets.IntSlider(min=1, max=3, value=2)})
+    assert calls[0] == 2 and isinstance(shown[0], plt.Figure)
+    assert isinstance(ui, ipywidgets.interactive) and ui in shown
