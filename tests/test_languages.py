@@ -42,3 +42,7 @@ def test_checker_ignores_short_notes_and_code():
 def test_markdown_sections_split_at_headings_outside_code():
     text = "# A\ntext\n```\n# not a heading\n```\n## B\nmore"
     assert len(notes_of_markdown(text)) == 2
+
+
+def test_checker_counts_prose_after_a_heading():
+    assert len(check_note(f"## A heading\n\n{PROSE}")) == 2

@@ -17,7 +17,7 @@ HANGUL = re.compile(r"[\uac00-\ud7a3]")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 DETAILS = re.compile(r"<details>\s*<summary>(.*?)</summary>(.*?)</details>", re.S)
 FENCE = re.compile(r"(```|~~~|:::).*?\1", re.S)
-MARKUP = re.compile(r"(\$\$.*?\$\$|\$[^$\n]*\$|<[^>]+>|\{[a-z:]+\}`[^`]*`|`[^`]*`|\[[^\]]*\]\([^)]*\)|^#+.*$|^\(.*\)=$)", re.S | re.M)
+MARKUP = re.compile(r"(\$\$.*?\$\$|\$[^$\n]*\$|<[^>]+>|\{[a-z:]+\}`[^`]*`|`[^`]*`|\[[^\]]*\]\([^)]*\)|^#+[^\n]*$|^\([^\n]*\)=$)", re.S | re.M)
 
 
 def english_length(text: str) -> int:

@@ -1,7 +1,7 @@
 """Measures of what a model learned: unit quality, codebook use and phone error rate.
 
-Unit quality follows the HuBERT paper (Hsu et al. 2021, Sec. V-H "Analysis" and its
-definitions): with ``y`` the phone label of a frame and ``z`` its cluster (unit), estimate the
+Unit quality follows the HuBERT paper (Hsu et al. 2021, Sec. IV-E "Metrics of Target
+Quality"): with ``y`` the phone label of a frame and ``z`` its cluster (unit), estimate the
 joint distribution ``p(y, z)`` by counting co-occurrences over all frames, then
 
 - phone purity    = E_{p(z)} [ max_y p(y | z) ]   (how phone-like a cluster is; higher is better)
