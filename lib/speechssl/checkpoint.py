@@ -1,0 +1,417 @@
+"""Crash-safe checkpoints: atomic writes, a ``latest`` pointer, rotation and validation.
+
+A training run's folder holds::
+
+    checkpoint_1000.pt   checkpoint_2000.pt   checkpoint_3000.pt   # the last ``keep`` saves
+    checkpoint_last.pt                                           # the newest complete save
+    metrics.jsonl
+
+Every file is written to a temporary file in the same folder, flushed to disk (``fsync``)
+and only then renamed over its final name (``os.replace``, atomic on POSIX and Windows), so
+a process killed at any instant (pre-emption, out-of-memory killer, Ctrl-C) leaves either
+the previous complete file or the new complete file, never a truncated one.
+``checkpoint_last.pt`` is made the same way (a hard link to the numbered file when the file
+system has them, a copy otherwise), after the numbered file is complete.
+
+A checkpoint is a plain dict saved with :func:`torch.save` and read back with
+``weights_only=True`` (no arbitrary code runs when loading), so it holds only tensors,
+numbers, strings and containers of them. It records the name of the model it belongs to
+and the model's configuration; :func:`load_checkpoint` refuses a checkpoint of another
+model with a message naming both, instead of failing later on mismatched tensor shapes (or,
+worse, succeeding on matching ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+import shutil
+import uuid
+import warnings
+from collections.abc import Mapping
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import SpeechSSLError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "CheckpointManager",
+    "LAST_NAME",
+    "capture_rng_state",
+    "load_checkpoint",
+    "model_config_of",
+    "restore_rng_state",
+    "save_checkpoint",
+    "to_primitive",
+]
+
+CHECKPOINT_FORMAT = "speechssl-checkpoint"
+CHECKPOINT_VERSION = 1
+#: File name of the newest complete checkpoint of a run folder.
+LAST_NAME = "checkpoint_last.pt"
+_NUMBERED = re.compile(r"^checkpoint_(\d+)\.pt$")
+_TEMP_SUFFIX = ".tmp"
+REQUIRED_KEYS = ("format", "version", "model_name", "model_config", "model", "step")
+
+
+class CheckpointError(SpeechSSLError, RuntimeError):
+    """A checkpoint that is missing, unreadable, incomplete or of another model."""
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_state(state: Mapping[str, Any], f) -> None:
+    """Serialise ``state`` into the open binary file ``f`` (one place to instrument in tests)."""
+    torch.save(dict(state), f)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically.
+
+    The state is serialised into a temporary file next to ``path``, flushed and
+    ``fsync``-ed, then renamed over ``path``: whatever happens, ``path`` is either its old
+    content or the complete new one. The temporary file is removed on errors (a process
+    killed outright may leave one behind, named ``.<name>.<hex>.tmp``;
+    :meth:`CheckpointManager.remove_stale_temp_files` cleans them).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "xb") as f:
+            _write_state(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _atomic_link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` a complete copy of ``src`` atomically (hard link where possible)."""
+    tmp = _temp_path(dst)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            with open(src, "rb") as fin, open(tmp, "xb") as fout:
+                shutil.copyfileobj(fin, fout, length=1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dst.parent)
+
+
+class CheckpointManager:
+    """The checkpoints of one run folder: numbered saves, ``checkpoint_last.pt``, rotation.
+
+    Args:
+        directory: the run folder (created on the first save).
+        keep: how many numbered checkpoints ``checkpoint_<step>.pt`` to keep (the newest);
+            0 keeps only ``checkpoint_last.pt``.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3) -> None:
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+            raise CheckpointError(f"keep: expected an integer >= 0, found {keep!r}")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    @property
+    def last_path(self) -> Path:
+        """``<directory>/checkpoint_last.pt``."""
+        return self.directory / LAST_NAME
+
+    def path_for(self, step: int) -> Path:
+        return self.directory / f"checkpoint_{int(step)}.pt"
+
+    def numbered(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of the numbered checkpoints present, by increasing step."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for p in self.directory.iterdir():
+            m = _NUMBERED.match(p.name)
+            if m is not None and p.is_file():
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint: ``checkpoint_last.pt`` if present, else the highest
+        numbered one, else ``None``."""
+        if self.last_path.is_file():
+            return self.last_path
+        numbered = self.numbered()
+        return numbered[-1][1] if numbered else None
+
+    def save(self, state: Mapping[str, Any], step: int) -> Path:
+        """Save ``state`` as the checkpoint of ``step``, update ``checkpoint_last.pt``, rotate.
+
+        Returns:
+            The path of the checkpoint written (``checkpoint_last.pt`` when ``keep=0``).
+        """
+        if self.keep == 0:
+            return save_checkpoint(self.last_path, state)
+        path = save_checkpoint(self.path_for(step), state)
+        _atomic_link_or_copy(path, self.last_path)
+        self.prune()
+        return path
+
+    def prune(self) -> None:
+        """Delete numbered checkpoints beyond the newest ``keep``."""
+        numbered = self.numbered()
+        for _, p in numbered[: max(0, len(numbered) - self.keep)]:
+            with suppress(FileNotFoundError):
+                p.unlink()
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temporary files left by a process killed while saving; returns them.
+
+        Call it only when no other process is saving into this folder.
+        """
+        removed: list[Path] = []
+        if not self.directory.is_dir():
+            return removed
+        for p in self.directory.iterdir():
+            if p.name.startswith(".checkpoint_") and p.name.endswith(_TEMP_SUFFIX):
+                with suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+        return removed
+
+    def remove_all(self) -> None:
+        """Delete every checkpoint of the folder (numbered, last and temporary files)."""
+        for _, p in self.numbered():
+            with suppress(FileNotFoundError):
+                p.unlink()
+        with suppress(FileNotFoundError):
+            self.last_path.unlink()
+        self.remove_stale_temp_files()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _describe_differences(saved: Mapping, current: Mapping) -> str:
+    keys = sorted(set(saved) | set(current), key=str)
+    diffs = []
+    for k in keys:
+        a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
+        if a != b:
+            diffs.append(f"{k}: checkpoint {a!r}, current {b!r}")
+    shown = "; ".join(diffs[:8])
+    more = f"; and {len(diffs) - 8} more" if len(diffs) > 8 else ""
+    return shown + more
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    model_config: Any = None,
+    map_location: str | torch.device | None = "cpu",
+) -> dict[str, Any]:
+    """Read and validate a checkpoint written by :class:`~speechssl.train.Trainer`.
+
+    Args:
+        path: a checkpoint file, or a run folder (its ``checkpoint_last.pt``, else its newest
+            numbered checkpoint).
+        model_name: when given, the checkpoint must belong to this model.
+        model_config: when given (a dataclass instance or a mapping, e.g.
+            ``model_config_of(model)``), it must equal the model configuration stored in the
+            checkpoint (checkpoints of models without one are not compared).
+        map_location: where tensors are loaded (``"cpu"`` by default).
+
+    Returns:
+        The checkpoint dict (``model``, ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
+        ``data``, ``step``, ``config``, ``model_name``, ``model_config``, ...).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, not a checkpoint of this
+            package, incomplete, or of another model / model configuration.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = CheckpointManager(path).latest()
+        if found is None:
+            raise CheckpointError(
+                f"no checkpoint in {path}: expected {LAST_NAME} or checkpoint_<step>.pt, found none"
+            )
+        path = found
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path} (the file does not exist)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle errors, disallowed globals
+        raise CheckpointError(
+            f"{path}: expected a complete checkpoint, found a file torch.load cannot read "
+            f"(truncated or corrupt?): {type(e).__name__}: {e}"
+        ) from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = type(state).__name__ if not isinstance(state, dict) else f"format={state.get('format')!r}"
+        raise CheckpointError(
+            f"{path}: expected a speechssl checkpoint (format={CHECKPOINT_FORMAT!r}), found {found}"
+        )
+    if state.get("version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {state['version']} is newer than this version of "
+            f"speechssl reads ({CHECKPOINT_VERSION}); upgrade speechssl"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
+    if model_name is not None and state["model_name"] != model_name:
+        raise CheckpointError(
+            f"{path} is a checkpoint of model {state['model_name']!r}, not of model "
+            f"{model_name!r}: cannot resume {model_name!r} from it (use another run folder, or "
+            f"start over)"
+        )
+    if model_config is not None:
+        current = to_primitive(model_config)
+        saved = state["model_config"]
+        if saved is not None and current != saved:
+            detail = (
+                _describe_differences(saved, current)
+                if isinstance(saved, Mapping) and isinstance(current, Mapping)
+                else f"checkpoint {saved!r}, current {current!r}"
+            )
+            raise CheckpointError(
+                f"{path}: checkpoint of model {state['model_name']!r} with another configuration "
+                f"({detail}); was it trained at another scale?"
+            )
+    return state
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def to_primitive(obj: Any) -> Any:
+    """``obj`` as nested dicts / lists / numbers / strings, loadable with ``weights_only=True``.
+
+    Dataclasses become dicts, tuples stay tuples, paths and other objects become strings.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_primitive(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_primitive(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(to_primitive(v) for v in obj)
+    if isinstance(obj, (list, set, frozenset)):
+        return [to_primitive(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    return str(obj)
+
+
+def model_config_of(model: torch.nn.Module) -> Any:
+    """The configuration a model exposes as ``model.config`` or ``model.cfg`` (a dataclass
+    instance or a mapping), as primitives; ``None`` when it has none."""
+    for attr in ("config", "cfg"):
+        config = getattr(model, attr, None)
+        if dataclasses.is_dataclass(config) and not isinstance(config, type):
+            return to_primitive(config)
+        if isinstance(config, Mapping):
+            return to_primitive(config)
+    return None
+
+
+def capture_rng_state(device: torch.device | str | None = None) -> dict[str, Any]:
+    """The states of Python's ``random``, NumPy's global generator, torch's CPU generator
+    and, when ``device`` is a CUDA device, that device's generator.
+
+    Only the generator of the device this process trains on is saved (under DDP each process
+    owns one GPU; reading every GPU's state would create a CUDA context on each of them).
+    """
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": None,
+    }
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device).cpu()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any], device: torch.device | str | None = None) -> None:
+    """Restore the generators saved by :func:`capture_rng_state`.
+
+    A saved CUDA state is restored into ``device`` when it is a CUDA device; otherwise a
+    warning says that CUDA random numbers will differ from the original run.
+    """
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"]), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["kind"],
+            np.asarray(npst["keys"].numpy(), dtype=np.uint32),
+            int(npst["pos"]),
+            int(npst["has_gauss"]),
+            float(npst["cached_gaussian"]),
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    cuda = state.get("cuda")
+    device = torch.device(device) if device is not None else None
+    if cuda is not None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda.cpu().to(torch.uint8), device)
+        else:
+            warnings.warn(
+                f"the checkpoint holds a CUDA random state but training now runs on {device}: "
+                f"random numbers will differ from the original run",
+                stacklevel=2,
+            )
