@@ -210,3 +210,23 @@ def read_meta(root: str | os.PathLike) -> dict:
             f"`python -m speechssl.data.synth --preset tiny --out {root}`"
         )
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class Sentence:
+    """One line of ``unpaired_text.jsonl``: text that is never spoken in any audio split."""
+
+    id: str
+    text: str
+    words: list[str]
+    phones: list[str]
+
+
+def read_unpaired_text(root: str | os.PathLike) -> list[Sentence]:
+    """Read the text-only split (for wav2vec-U) of a synthetic corpus."""
+    path = Path(root) / "unpaired_text.jsonl"
+    if not path.is_file():
+        raise CorpusNotFoundError(f"no unpaired text at {path}")
+    with open(path, encoding="utf-8") as f:
+        return [Sentence(**{k: d[k] for k in ("id", "text", "words", "phones")})
+                for d in map(json.loads, filter(str.strip, f))]
