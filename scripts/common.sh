@@ -8,6 +8,5 @@ source "$venv/bin/activate"
 export SPEECHSSL_PROGRESS=${SPEECHSSL_PROGRESS:-0}
 export SPEECHSSL_SCALE=${SPEECHSSL_SCALE:-tiny}
 export PYDEVD_DISABLE_FILE_VALIDATION=1
-export MPLBACKEND=Agg
 # The tiny corpus is regenerated only when its configuration or the generator changed.
 python -m speechssl.data.synth --preset tiny --out "${SPEECHSSL_DATA:-data}/synth-tiny" --reuse

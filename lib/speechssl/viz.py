@@ -142,7 +142,7 @@ def plot_cooccurrence(counts: np.ndarray, phones: Sequence[str], title: str = ""
     order = np.lexsort((-cond.max(0), cond.argmax(0)))
     if max_units:
         order = order[:max_units]
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 5))
     im = ax.imshow(cond[:, order], aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     ax.set_yticks(range(len(phones)), phones, fontsize=6)
     ax.set_xlabel(xlabel)
@@ -155,14 +155,19 @@ def plot_cooccurrence(counts: np.ndarray, phones: Sequence[str], title: str = ""
 
 
 def plot_units_against_phones(alignment, units: np.ndarray, frame_hop_s: float, sample_rate: int = 16000,
-                              title: str = "") -> plt.Figure:
+                              title: str = "", max_seconds: float | None = None) -> plt.Figure:
     """The unit sequence of one utterance under its phone alignment.
 
     Each frame is drawn as a coloured cell whose number is the unit id (runs of the same unit
     are labelled once), so one can see whether unit changes line up with phone boundaries.
+    ``max_seconds`` keeps only the beginning of the utterance, so that the labels stay legible.
     """
     units = np.asarray(units)
-    fig, ax = plt.subplots(figsize=(10, 1.9))
+    if max_seconds is not None:
+        units = units[: int(round(max_seconds / frame_hop_s))]
+        end = int(round(len(units) * frame_hop_s * sample_rate))
+        alignment = [(p, s, min(e, end)) for p, s, e in alignment if s < end]
+    fig, ax = plt.subplots(figsize=(10, 2.1))
     t = np.arange(len(units)) * frame_hop_s
     cmap = plt.get_cmap("tab20")
     ax.bar(t, np.ones_like(t), width=frame_hop_s, align="edge", color=[cmap(u % 20) for u in units], lw=0)
