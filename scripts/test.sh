@@ -4,5 +4,5 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 python -m pytest tests chapters \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
-  --sanitize-with tests/nbval_sanitize.cfg \
+  --nbval-sanitize-with tests/nbval_sanitize.cfg \
   -p no:cacheprovider "$@"
