@@ -18,6 +18,8 @@ def test_book_builds_without_warnings(tmp_path):
     chapter = (html / "chapters" / "00_audio_and_units.html").read_text(encoding="utf-8")
     # stored outputs are rendered: the unit-quality table and figures are in the page
     assert "PNMI" in chapter and "<img" in chapter
+    # result tables are rendered as tables, not as raw Markdown text
+    assert chapter.count("<table") >= 3 and "|---|" not in chapter
     assert "한국어" in chapter and "中文" in chapter
     # citations resolve to the bibliography
     assert "Hsu" in (html / "book" / "references.html").read_text(encoding="utf-8")
