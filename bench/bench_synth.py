@@ -5,6 +5,11 @@ each in a fresh Python process so that every run pays what a user pays (reading 
 files, starting the worker processes), and prints audio seconds, wall seconds and their ratio
 side by side. The goal is at least 200x real time with 2 workers on 2 cores.
 
+It also prints the CPU time of all processes of a run (main process, fork server, workers and
+the processes they fork). Audio seconds per CPU second does not depend on what else runs on
+the machine, so it stays comparable on a shared computer where wall-clock ratios do not; with
+two idle cores, the 2-worker ratio approaches twice that figure.
+
 It then profiles the stages of one utterance in a single process (eSpeak NG synthesis,
 resampling, alignment, post-processing and writing the WAV file), which shows where the time
 goes if the goal is missed.
@@ -17,8 +22,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,6 +48,11 @@ def _child(preset: str, workers: int, out: str) -> None:
     audio = sum(v["seconds"] for v in splits.values())
     if "finetune_1h" in splits:          # contains the finetune utterances
         audio -= splits["finetune"]["seconds"]
+    # Stop the fork server (and so reap it) before exiting, so that its CPU time and that of
+    # the workers it reaped reach the parent's RUSAGE_CHILDREN. Private API; measurement only.
+    from multiprocessing import forkserver
+    if hasattr(forkserver, "_forkserver") and hasattr(forkserver._forkserver, "_stop"):
+        forkserver._forkserver._stop()
     print(json.dumps({"workers": workers, "audio_s": audio, "wall_s": wall, "import_s": t_import,
                       "utterances": sum(v["utterances"] for v in splits.values()),
                       "speakers": len(meta["speakers"]),
@@ -52,10 +64,14 @@ def _run(preset: str, workers: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_synth_") as tmp:
         cmd = [sys.executable, __file__, "--child", "--preset", preset, "--workers", str(workers),
                "--out", str(Path(tmp, "corpus"))]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise SystemExit(f"generation failed:\n{proc.stderr}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return result
 
 
 def _profile(n: int) -> None:
@@ -90,7 +106,9 @@ def _profile(n: int) -> None:
             pcm = np.clip(np.rint(y * 32767), -32768, 32767).astype(np.int16)
             t, t0 = time.perf_counter(), t
             stages["post"] += t - t0
-            sf.write(str(Path(tmp, f"{i}.wav")), pcm, 16_000, subtype="PCM_16", format="WAV")
+            buf = io.BytesIO()           # as synth._render does
+            sf.write(buf, pcm, 16_000, subtype="PCM_16", format="WAV")
+            Path(tmp, f"{i}.wav").write_bytes(buf.getbuffer())
             t, t0 = time.perf_counter(), t
             stages["write"] += t - t0
             audio += len(pcm) / 16_000
@@ -125,10 +143,14 @@ def main() -> None:
     print(f"corpus: {first['utterances']} utterances, {first['speakers']} speakers, "
           f"{first['unpaired']} unpaired sentences; minutes per split: "
           + ", ".join(f"{s} {m:.1f}" for s, m in first["minutes"].items()))
-    print(f"\n{'workers':>7} {'audio s':>9} {'wall s':>8} {'x real time':>12}")
+    print(f"\n{'workers':>7} {'audio s':>9} {'wall s':>8} {'x real time':>12} {'CPU s':>7} "
+          f"{'audio s / CPU s':>16}")
     for r in results:
         print(f"{r['workers']:>7} {r['audio_s']:>9.1f} {r['wall_s']:>8.2f} "
-              f"{r['audio_s'] / r['wall_s']:>12.0f}")
+              f"{r['audio_s'] / r['wall_s']:>12.0f} {r['cpu_s']:>7.2f} "
+              f"{r['audio_s'] / r['cpu_s']:>16.0f}")
+    print(f"(load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; on a "
+          "shared machine the wall-clock ratios vary with the other load, the CPU ratio does not)")
     two = [r for r in results if r["workers"] == 2]
     if two:
         ratio = two[0]["audio_s"] / two[0]["wall_s"]

@@ -516,6 +516,17 @@ def test_ensure_corpus_regenerates_incomplete(tmp_path, corpora):
     assert not corpus_is_current(root, SMALL, SEED)
 
 
+def test_progress_switch(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("SPEECHSSL_PROGRESS", "1")
+    assert synth._progress_enabled(True) and not synth._progress_enabled(False)
+    monkeypatch.setenv("SPEECHSSL_PROGRESS", "0")
+    assert not synth._progress_enabled(True)
+    monkeypatch.delenv("SPEECHSSL_PROGRESS")
+    monkeypatch.setenv("CI", "true")
+    assert not synth._progress_enabled(True)
+
+
 def test_summary_line(corpus):
     line = synth.summary(corpus, wall_seconds=2.0)
     assert "pretrain" in line and "speakers" in line and "x real time" in line

@@ -20,9 +20,11 @@ Frame ``i`` gets the label of the phone that covers the centre sample of its win
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import zipfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -96,7 +98,8 @@ class Utterance:
         return self.num_samples / self.sample_rate
 
     def to_json(self) -> str:
-        d = asdict(self)
+        # a shallow dict: asdict() would deep-copy every alignment for nothing
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["alignment"] = [list(a) for a in self.alignment]
         return json.dumps(d, ensure_ascii=False)
 
@@ -185,7 +188,13 @@ def write_frame_labels(root: str | os.PathLike, split: str, utterances: Sequence
         arrays[f"labels_{name}"] = np.concatenate(labs) if labs else np.zeros(0, np.int16)
     path = Path(root) / f"{split}.frames.npz"
     tmp = Path(root) / f"{split}.frames.tmp.npz"
-    np.savez(tmp, **arrays)
+    # Like np.savez, but with a fixed timestamp on every member so that the same labels
+    # give the same bytes (np.savez stamps the current time).
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
     os.replace(tmp, path)
     return path
 

@@ -73,6 +73,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import io
 import json
 import math
 import multiprocessing as mp
@@ -92,6 +93,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import ConfigError, SynthesisError
+from ..progress import progress_disabled
 from .manifest import (
     FRAME_RATES,
     SAMPLE_RATE,
@@ -980,8 +982,13 @@ def _render(espeak: EspeakNG, root: str, job: _Job) -> Utterance:
         else:
             shifted.append((SILENCE, n - job.trail, n))
     _check_tiling(shifted, n)
-    path = Path(root, job.rel_path)
-    sf.write(str(path), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    # Encode in memory and write the file in one call: libsndfile writing to a file makes many
+    # small writes and seeks back to patch the header, which costs ~4 ms per file on ext4
+    # against ~0.6 ms for this (same bytes).
+    buf = io.BytesIO()
+    sf.write(buf, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    with open(Path(root, job.rel_path), "wb") as f:
+        f.write(buf.getbuffer())
     return Utterance(id=job.utt_id, path=job.rel_path, num_samples=n, speaker=job.speaker,
                      text=job.text, words=sentence_words(job.text),
                      phones=[p for p, _, _ in shifted if p != SILENCE], alignment=shifted)
@@ -1162,7 +1169,11 @@ def _estimate_seconds(job: _Job) -> float:
 
 
 def _progress_enabled(progress: bool) -> bool:
-    return bool(progress) and not os.environ.get("CI") and sys.stderr.isatty()
+    """Show a bar if asked to and ``$SPEECHSSL_PROGRESS`` allows it; when that variable is not
+    set, only on a terminal outside CI (a bar in a log or a committed notebook is noise)."""
+    if not progress or progress_disabled():
+        return False
+    return os.environ.get("SPEECHSSL_PROGRESS") is not None or sys.stderr.isatty()
 
 
 def _default_workers() -> int:
@@ -1261,7 +1272,8 @@ def generate_corpus(out_dir: str | os.PathLike, preset: str | CorpusConfig = "ti
         seed: seed of every random choice; the same seed gives byte-identical manifests, frame
             labels and audio, whatever ``workers``.
         workers: worker processes (default: the CPUs available to this process).
-        progress: show a tqdm bar (only on a terminal and when ``$CI`` is not set).
+        progress: show a tqdm bar; ``$SPEECHSSL_PROGRESS=0`` turns it off and ``=1`` on,
+            otherwise it shows only on a terminal outside CI.
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -1282,60 +1294,60 @@ def generate_corpus(out_dir: str | os.PathLike, preset: str | CorpusConfig = "ti
     if unknown:
         raise ConfigError(f"CorpusConfig({config.name!r}).variants: expected variants from "
                           f"{Path(espeak.data_path, 'voices', '!v')}, found unknown {unknown}")
-    sentences = load_sentences(config.sources, config.min_words, config.max_words)
-    plan = _Plan(config, int(seed), sentences)
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    targets = config.split_targets
-    for split in targets:
-        (tmp / "wav" / split).mkdir(parents=True, exist_ok=True)
-
-    bar = None
-    if _progress_enabled(progress):
-        from tqdm import tqdm
-        total = sum(targets.values()) - (targets.get("finetune", 0) if "finetune_1h" in targets else 0)
-        bar = tqdm(total=total, unit="s", unit_scale=True, desc="synthesising",
-                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s audio [{elapsed}<{remaining}]")
+    # Start the workers first: their start-up overlaps with reading the sentence files.
     executor = _Executor(int(workers), espeak.library_path, espeak.data_path)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    bar = None
     try:
-        text_items = []
-        for k, idx in enumerate(plan.unpaired):
-            spk = plan.by_id[plan.roles["train"][k % len(plan.roles["train"])]]
-            text_items.append((f"text{k:06d}", sentences[idx], spk.voice))
-        text_results = [executor.submit(("text", text_items[i:i + _TEXT_CHUNK_SIZE]))
-                        for i in range(0, len(text_items), _TEXT_CHUNK_SIZE)]
-        manifests: dict[str, list[Utterance]] = {}
-        for split, target in targets.items():
+        try:
+            sentences = load_sentences(config.sources, config.min_words, config.max_words)
+            plan = _Plan(config, int(seed), sentences)
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_partials(out_dir)
+            shutil.rmtree(tmp, ignore_errors=True)
+            targets = config.split_targets
+            for split in targets:
+                (tmp / "wav" / split).mkdir(parents=True, exist_ok=True)
+            if _progress_enabled(progress):
+                from tqdm import tqdm
+                total = sum(targets.values()) - targets["finetune"] * ("finetune_1h" in targets)
+                bar = tqdm(total=total, unit="s", unit_scale=True, desc="synthesising",
+                           bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s audio "
+                                      "[{elapsed}<{remaining}]")
+            text_items = []
+            for k, idx in enumerate(plan.unpaired):
+                spk = plan.by_id[plan.roles["train"][k % len(plan.roles["train"])]]
+                text_items.append((f"text{k:06d}", sentences[idx], spk.voice))
+            text_results = [executor.submit(("text", text_items[i:i + _TEXT_CHUNK_SIZE]))
+                            for i in range(0, len(text_items), _TEXT_CHUNK_SIZE)]
+            manifests: dict[str, list[Utterance]] = {}
+            for split, target in targets.items():
+                if bar is not None:
+                    bar.set_description(split)
+                start = manifests.get("finetune", []) if split == "finetune_1h" else []
+                if bar is not None and start:     # finetune ran over its target by a fraction
+                    bar.total -= min(sum(u.seconds for u in start), target) - targets["finetune"]
+                manifests[split] = _generate_split(executor, plan, split, target, tmp, start,
+                                                   int(workers), bar)
+            unpaired = [row for r in text_results for row in r.get()]
+        finally:
             if bar is not None:
-                bar.set_description(split)
-            start = manifests.get("finetune", []) if split == "finetune_1h" else []
-            if bar is not None and start:     # finetune ran over its target by a fraction
-                bar.total -= min(sum(u.seconds for u in start), target) - targets["finetune"]
-            manifests[split] = _generate_split(executor, plan, split, target, tmp, start,
-                                               int(workers), bar)
-        unpaired = [row for r in text_results for row in r.get()]
+                bar.close()
+            executor.close()
+        for split, utts in manifests.items():
+            write_manifest(tmp, split, utts)
+            write_frame_labels(tmp, split, utts, PHONE_TO_ID)
+        with open(tmp / "unpaired_text.jsonl", "w", encoding="utf-8") as f:
+            for row in unpaired:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (tmp / "phones.txt").write_text("\n".join(PHONES) + "\n", encoding="utf-8")
+        meta = _meta(config, int(seed), espeak, plan, manifests, unpaired, len(sentences))
+        # meta.json last: a folder with it is complete.
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
     except BaseException:
-        executor.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        if bar is not None:
-            bar.close()
-    executor.close()
-
-    for split, utts in manifests.items():
-        write_manifest(tmp, split, utts)
-        write_frame_labels(tmp, split, utts, PHONE_TO_ID)
-    with open(tmp / "unpaired_text.jsonl", "w", encoding="utf-8") as f:
-        for row in unpaired:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (tmp / "phones.txt").write_text("\n".join(PHONES) + "\n", encoding="utf-8")
-    meta = _meta(config, int(seed), espeak, plan, manifests, unpaired, len(sentences))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n",
-                                   encoding="utf-8")
 
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
     if out_dir.exists():
