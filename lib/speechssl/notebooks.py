@@ -22,6 +22,8 @@ def execute_notebook(path: str | os.PathLike, timeout: int = 1800, kernel_name: 
     """Run one notebook in place; returns the wall time in seconds. Raises if a cell fails."""
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:  # timings of an earlier run would only add noise to the stored notebook
+        cell.metadata.pop("execution", None)
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
