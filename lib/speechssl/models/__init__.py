@@ -1,0 +1,149 @@
+"""The models of the book and how to train them at each scale.
+
+Every model is an ``nn.Module`` with ``compute_loss(batch, num_updates) -> (loss, metrics)``,
+where ``batch`` comes from :func:`speechssl.data.dataset.collate_audio` and ``num_updates`` is
+the number of optimizer steps taken so far (it drives annealing such as vq-wav2vec's
+Gumbel temperature).
+
+:data:`MODEL_SPECS` maps a model name to a :class:`ModelSpec`: ``build(scale)`` returns the
+model for a scale (``"tiny"``, ``"reduced"`` or ``"full"``) and ``train_overrides(scale)``
+the training settings (fields of the training engine's config) for that scale. At ``full``
+scale both follow the papers; each value below names its source.
+
+- ``wav2vec``: Schneider et al. 2019, Sec. 3.3 (pre-training on full Librispeech).
+- ``vq_wav2vec`` (Gumbel) and ``vq_wav2vec_kmeans``: Baevski et al. 2020, Sec. 5.2.
+
+``max_batch_samples`` is per GPU (fairseq ``--max-tokens``); the papers train on 8 GPUs.
+``grad_clip = 0.0`` means no clipping (neither paper clips; fairseq ``--clip-norm`` default 0).
+Both papers warm the learning rate up linearly from 1e-7 (fairseq ``--warmup-init-lr``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+from .unit_bert import UnitBert, UnitBertConfig, UnitVocabulary
+from .vq_wav2vec import VQWav2Vec, VQWav2VecConfig
+from .wav2vec import Wav2Vec, Wav2VecConfig
+
+__all__ = [
+    "ANNEAL_FRACTION", "MODEL_SPECS", "ModelSpec", "SCALES", "UnitBert", "UnitBertConfig", "UnitVocabulary", "VQWav2Vec",
+    "VQWav2VecConfig", "Wav2Vec", "Wav2VecConfig", "build_model",
+]
+
+SCALES = ("tiny", "reduced", "full")
+#: Model preset used at each scale.
+_PRESET = {"tiny": "tiny", "reduced": "reduced", "full": "paper"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model and train it at a scale."""
+
+    name: str
+    build: Callable[[str], nn.Module]
+    train_overrides: Callable[[str], dict]
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise ConfigError(f"scale: expected one of {SCALES}, found {scale!r}")
+
+
+# Training settings --------------------------------------------------------------------------------
+
+_ADAM = {"weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8}  # fairseq Adam defaults, no weight decay
+
+_WAV2VEC_TRAIN = {
+    "full": {
+        "lr": 5e-3,                    # wav2vec Sec. 3.3: warm-up to 5e-3 ...
+        "schedule": "cosine",          # ... then cosine decay (Loshchilov & Hutter 2016) ...
+        "warmup_steps": 500,           # ... over the first 500 updates ...
+        "min_lr": 1e-6,                # ... down to 1e-6
+        "max_steps": 400_000,          # 400k updates on full Librispeech
+        "max_batch_samples": 1_500_000,  # 1.5M samples per GPU, 8 GPUs
+        "crop_samples": 150_000,       # sequences cropped to 150k samples (9.4 s)
+        "grad_clip": 0.0,
+        **_ADAM,
+    },
+    "reduced": {  # one GPU, tens of minutes: 20k updates of 40 s of audio (about 220 h seen)
+        "lr": 1e-3, "schedule": "cosine", "warmup_steps": 500, "min_lr": 1e-6, "max_steps": 20_000,
+        "max_batch_samples": 640_000, "crop_samples": 80_000, "grad_clip": 0.0, **_ADAM,
+    },
+    "tiny": {  # 2 CPU cores: 400 updates of 8 crops of 2 s (1.8 h of audio, ~4.5 passes over 24 min),
+               # about 1.5-2 minutes; lr 3e-4 with predictor_lr_scale=30 in the tiny presets
+        "lr": 3e-4, "schedule": "cosine", "warmup_steps": 30, "min_lr": 1e-5, "max_steps": 400,
+        "max_batch_samples": 256_000, "crop_samples": 32_000, "grad_clip": 0.0, **_ADAM,
+    },
+}
+
+_VQ_WAV2VEC_TRAIN = {
+    "full": {
+        "lr": 5e-3,                    # vq-wav2vec Sec. 5.2: warm-up from 1e-7 to 5e-3 ...
+        "schedule": "cosine",          # ... then annealed with a cosine schedule ...
+        "warmup_steps": 500,           # ... over 500 warm-up steps ...
+        "min_lr": 1e-6,                # ... to 1e-6
+        "max_steps": 400_000,          # 400k updates
+        "max_batch_samples": 1_500_000,  # batch size 10 of 150k-sample crops per GPU, 8 GPUs
+        "crop_samples": 150_000,       # random 150,000-frame crops (about 9.3 s)
+        "grad_clip": 0.0,
+        **_ADAM,
+    },
+    "reduced": dict(_WAV2VEC_TRAIN["reduced"]),
+    "tiny": dict(_WAV2VEC_TRAIN["tiny"]),
+}
+
+#: Share of the updates over which the Gumbel temperature falls from 2 to 0.5 (vq-wav2vec Sec. 5.2).
+ANNEAL_FRACTION = 0.7
+
+
+def wav2vec_train_overrides(scale: str) -> dict:
+    _check_scale(scale)
+    return dict(_WAV2VEC_TRAIN[scale])
+
+
+def vq_wav2vec_train_overrides(scale: str) -> dict:
+    _check_scale(scale)
+    return dict(_VQ_WAV2VEC_TRAIN[scale])
+
+
+# Builders -------------------------------------------------------------------------------------------
+
+
+def build_wav2vec(scale: str) -> Wav2Vec:
+    _check_scale(scale)
+    return Wav2Vec(Wav2VecConfig.preset(_PRESET[scale]))
+
+
+def _vq_config(scale: str, quantizer: str) -> VQWav2VecConfig:
+    _check_scale(scale)
+    max_steps = _VQ_WAV2VEC_TRAIN[scale]["max_steps"]
+    # the temperature schedule follows the scale's number of updates (400k -> 280k at full scale)
+    return VQWav2VecConfig.preset(_PRESET[scale], quantizer=quantizer,
+                                  anneal_updates=round(ANNEAL_FRACTION * max_steps))
+
+
+def build_vq_wav2vec(scale: str) -> VQWav2Vec:
+    return VQWav2Vec(_vq_config(scale, "gumbel"))
+
+
+def build_vq_wav2vec_kmeans(scale: str) -> VQWav2Vec:
+    return VQWav2Vec(_vq_config(scale, "kmeans"))
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "wav2vec": ModelSpec("wav2vec", build_wav2vec, wav2vec_train_overrides),
+    "vq_wav2vec": ModelSpec("vq_wav2vec", build_vq_wav2vec, vq_wav2vec_train_overrides),
+    "vq_wav2vec_kmeans": ModelSpec("vq_wav2vec_kmeans", build_vq_wav2vec_kmeans, vq_wav2vec_train_overrides),
+}
+
+
+def build_model(name: str, scale: str) -> nn.Module:
+    """``MODEL_SPECS[name].build(scale)`` with a clear error for an unknown name."""
+    if name not in MODEL_SPECS:
+        raise ConfigError(f"model: expected one of {sorted(MODEL_SPECS)}, found {name!r}")
+    return MODEL_SPECS[name].build(scale)

@@ -1,0 +1,309 @@
+"""vq-wav2vec: self-supervised learning of discrete speech representations (Baevski, Schneider & Auli 2020).
+
+vq-wav2vec is wav2vec with a quantizer between the encoder and the context network
+(paper Sec. 3, Fig. 1a):
+
+1. **Encoder** ``f: X -> Z``: the wav2vec encoder. The paper's model (Sec. 5.2) has 8 layers of
+   512 channels, kernels (10, 8, 4, 4, 4, 1, 1, 1) and strides (5, 4, 2, 2, 2, 1, 1, 1): one
+   dense frame ``z`` every 10 ms.
+2. **Quantizer** ``q: Z -> Z^`` (Sec. 3.1-3.3): each ``z`` becomes ``z^``, one entry of each of
+   ``G = 2`` codebooks of ``V = 320`` entries, concatenated, chosen by a Gumbel-softmax or by
+   online k-means (:mod:`speechssl.nn.quantizers`). A frame is then a pair of integers, a
+   *unit*.
+3. **Context network** ``g: Z^ -> C``: the wav2vec context network applied to the *quantized*
+   frames (Sec. 5.2: 12 causal layers of kernels 2, 3, ..., 13, with skip connections).
+4. **Objective**: wav2vec's future prediction (Eq. 1 of the wav2vec paper) with ``z^`` as the
+   targets: ``K = 8`` steps, 10 distractors from the same utterance. The k-means variant adds
+   its VQ terms (weight 1); the Gumbel variant needs no extra loss.
+
+After training, :meth:`VQWav2Vec.units` turns audio into unit sequences, which the paper feeds
+to a BERT (:mod:`speechssl.models.unit_bert`, Sec. 4).
+
+Paper against fairseq's README command: the command uses 12 prediction steps, GELU,
+``--offset auto`` (first step 3 frames ahead), an exponential temperature decay and peak lr
+1e-5 on 16 GPUs; the presets here take the paper's text (K = 8, ReLU, k = 1..K, linear
+temperature, lr 5e-3) and fairseq only where the paper is silent (``combine_groups``,
+log-compression, no encoder bias, 2x-wide logit network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..nn.conv import ACTIVATIONS, ConvContextNetwork, ConvFeatureEncoder, config_error
+from ..nn.losses import chance_loss
+from ..nn.quantizers import GumbelQuantizer, KMeansQuantizer, QuantizerOutput, codes_to_ids
+from .wav2vec import (PAPER_CONTEXT, PAPER_ENCODER, FuturePrediction, Wav2VecOutput, audio_from_batch,
+                      check_prediction_frames, check_receptive_field, contrastive_metrics)
+
+__all__ = ["VQWav2Vec", "VQWav2VecConfig", "QUANTIZERS"]
+
+QUANTIZERS = ("gumbel", "kmeans")
+
+#: Sec. 5.2: the encoder of the full model, three 1x1 layers added to wav2vec's five.
+VQ_ENCODER = PAPER_ENCODER + ((512, 1, 1),) * 3
+#: Sec. 5.2: twelve context layers, kernels 2 .. 13.
+VQ_CONTEXT = tuple((512, k) for k in range(2, 14))
+
+
+@dataclass
+class VQWav2VecConfig:
+    """Configuration of :class:`VQWav2Vec`; the defaults are the paper's Gumbel model (Sec. 5.2)."""
+
+    encoder_layers: tuple[tuple[int, int, int], ...] = VQ_ENCODER  # Sec. 5.2
+    context_layers: tuple[tuple[int, int], ...] = VQ_CONTEXT       # Sec. 5.2
+    norm: str = "group"             # Sec. 5.2: group normalisation with a single group
+    activation: str = "relu"        # Sec. 5.2: ReLU (fairseq's command: GELU)
+    encoder_bias: bool = False      # fairseq ConvFeatureExtractionModel: bias=False
+    context_bias: bool = True       # fairseq ConvAggegator: conv_bias=True
+    log_compression: bool = True    # fairseq --log-compression default
+    context_skip: bool = True       # Sec. 5.2: skip connections between context blocks
+    residual_scale: float = 0.5     # fairseq --residual-scale 0.5
+    dropout: float = 0.0            # fairseq --dropout default 0.0
+    prediction_steps: int = 8       # Sec. 5.2: K = 8
+    num_negatives: int = 10         # Sec. 5.2: 10 negatives from the same audio example
+    prediction_offset: int = 1      # wav2vec Eq. (1): k = 1..K
+    loss: str = "binary"            # wav2vec Eq. (1); "infonce": fairseq --infonce
+    predictor_lr_scale: float = 1.0  # 1 = the paper; >1 lets h_k learn faster under Adam (StepPredictors)
+    quantizer: str = "gumbel"       # Sec. 3.1 ("gumbel") or Sec. 3.2 ("kmeans")
+    groups: int = 2                 # Sec. 5.2: G = 2
+    num_vars: int = 320             # Sec. 5.2: V = 320
+    combine_groups: bool = True     # fairseq --combine-groups (README command of the released models)
+    gumbel_proj_depth: int = 2      # Sec. 3.1: linear, ReLU, linear (fairseq --vq-depth 2)
+    gumbel_proj_factor: int = 2     # fairseq weight_proj_factor=2
+    max_temp: float = 2.0           # Sec. 5.2: tau from 2 ...
+    min_temp: float = 0.5           # ... to 0.5 ...
+    anneal_updates: int = 280_000   # ... over the first 70% of the 400k updates
+    kmeans_gamma: float = 0.25      # Sec. 5.2 (k-means): gamma = 0.25
+    kmeans_weight: float = 1.0      # fairseq --loss-weights [1]
+    kmeans_project: bool = True     # fairseq KmeansVectorQuantizer.projection
+
+    def __post_init__(self) -> None:
+        self.encoder_layers = tuple(tuple(int(v) for v in layer) for layer in self.encoder_layers)
+        self.context_layers = tuple(tuple(int(v) for v in layer) for layer in self.context_layers)
+        self.validate()
+
+    def validate(self) -> None:
+        owner = type(self).__name__
+        for name in ("prediction_steps", "num_negatives", "prediction_offset", "groups", "gumbel_proj_depth",
+                     "gumbel_proj_factor"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise config_error(owner, name, "an integer >= 1", v)
+        if not isinstance(self.num_vars, int) or self.num_vars < 2:
+            raise config_error(owner, "num_vars", "an integer >= 2 (entries per group, paper V = 320)", self.num_vars)
+        if self.quantizer not in QUANTIZERS:
+            raise config_error(owner, "quantizer", f"one of {QUANTIZERS}", self.quantizer)
+        if self.norm not in ("group", "layer", "none"):
+            raise config_error(owner, "norm", "'group', 'layer' or 'none'", self.norm)
+        if self.loss not in ("binary", "infonce"):
+            raise config_error(owner, "loss", "'binary' (Eq. 1) or 'infonce'", self.loss)
+        if not self.predictor_lr_scale > 0:
+            raise config_error(owner, "predictor_lr_scale", "a positive number", self.predictor_lr_scale)
+        if self.activation not in ACTIVATIONS:
+            raise config_error(owner, "activation", f"one of {ACTIVATIONS}", self.activation)
+        if not 0.0 <= self.dropout < 1.0:
+            raise config_error(owner, "dropout", "a probability in [0, 1)", self.dropout)
+        if not (self.max_temp >= self.min_temp > 0):
+            raise config_error(owner, "max_temp/min_temp", "max_temp >= min_temp > 0", (self.max_temp, self.min_temp))
+        if not isinstance(self.anneal_updates, int) or self.anneal_updates < 0:
+            raise config_error(owner, "anneal_updates", "an integer >= 0", self.anneal_updates)
+        if self.kmeans_gamma < 0 or self.kmeans_weight < 0:
+            raise config_error(owner, "kmeans_gamma/kmeans_weight", "numbers >= 0",
+                               (self.kmeans_gamma, self.kmeans_weight))
+        for field_name, layers, width, names in (("encoder_layers", self.encoder_layers, 3, "(channels, kernel, stride)"),
+                                                 ("context_layers", self.context_layers, 2, "(channels, kernel)")):
+            if len(layers) == 0:
+                raise config_error(owner, field_name, f"at least one layer {names}", layers)
+            for i, layer in enumerate(layers):
+                if len(layer) != width or min(layer) < 1:
+                    raise config_error(owner, f"{field_name}[{i}]", f"{names} of positive integers", layer)
+        if self.encoder_dim % self.groups != 0:
+            raise config_error(owner, "groups", f"a divisor of the encoder width {self.encoder_dim}", self.groups)
+
+    @property
+    def encoder_dim(self) -> int:
+        return self.encoder_layers[-1][0]
+
+    @property
+    def context_dim(self) -> int:
+        return self.context_layers[-1][0]
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "VQWav2VecConfig":
+        """A named configuration, optionally with fields replaced.
+
+        - ``"paper"``: the full model of Sec. 5.2 (Gumbel, 33,018,496 parameters; pass
+          ``quantizer="kmeans"`` for k-means, 31,969,280).
+        - ``"small"``: the paper's ablation model for Librispeech 100h (Sec. 5.2: wav2vec's
+          5-layer encoder, 7 context layers of kernel 3, 40k updates; 14,133,376).
+        - ``"reduced"``: ``"small"`` at 256 channels, for one GPU (3,724,672).
+        - ``"tiny"``: wav2vec's 5-layer encoder and 9 context layers of kernel 3 with skip
+          connections at 96 channels, K = 8, G = 2 groups of V = 64 entries, for a few minutes
+          on a CPU, with three changes: ``predictor_lr_scale=30`` as the tiny wav2vec; a single
+          linear logit layer with fairseq's ``N(0, 1)`` init (``--vq-depth 1``), whose large
+          logits make the codes depend on the input from the first update (the paper's
+          two-layer network starts with logits far smaller than the Gumbel noise, so the codes
+          are random); and the InfoNCE loss (fairseq ``--infonce``): with Eq. (1) both
+          quantizers collapse to a handful of codes and the loss to the prior (3.35) within
+          100 updates at this size. ``preset("tiny", loss="binary")`` shows that collapse.
+        """
+        if name not in VQ_WAV2VEC_PRESETS:
+            raise ConfigError(f"VQWav2VecConfig.preset: expected one of {sorted(VQ_WAV2VEC_PRESETS)}, found {name!r}")
+        return dataclasses.replace(VQ_WAV2VEC_PRESETS[name], **overrides)
+
+
+VQ_WAV2VEC_PRESETS: dict[str, VQWav2VecConfig] = {
+    "paper": VQWav2VecConfig(),
+    "small": VQWav2VecConfig(encoder_layers=PAPER_ENCODER, context_layers=((512, 3),) * 7, context_skip=False,
+                             anneal_updates=28_000),
+    "reduced": VQWav2VecConfig(encoder_layers=tuple((256, k, s) for _, k, s in PAPER_ENCODER),
+                               context_layers=((256, 3),) * 7, context_skip=False, anneal_updates=14_000),
+    "tiny": VQWav2VecConfig(encoder_layers=tuple((96, k, s) for _, k, s in PAPER_ENCODER),
+                            context_layers=((96, 3),) * 9, num_vars=64, predictor_lr_scale=30.0,
+                            loss="infonce", gumbel_proj_depth=1, anneal_updates=280),
+}
+
+
+class VQWav2Vec(nn.Module):
+    """vq-wav2vec: wav2vec encoder, a quantizer, a context network on quantized frames, future prediction."""
+
+    def __init__(self, cfg: VQWav2VecConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg if cfg is not None else VQWav2VecConfig()
+        cfg.validate()
+        self.encoder = ConvFeatureEncoder(cfg.encoder_layers, norm=cfg.norm, activation=cfg.activation,
+                                          bias=cfg.encoder_bias, dropout=cfg.dropout,
+                                          log_compression=cfg.log_compression)
+        if cfg.quantizer == "gumbel":
+            self.quantizer: GumbelQuantizer | KMeansQuantizer = GumbelQuantizer(
+                cfg.encoder_dim, cfg.num_vars, cfg.groups, combine_groups=cfg.combine_groups,
+                proj_depth=cfg.gumbel_proj_depth, proj_factor=cfg.gumbel_proj_factor, activation=cfg.activation,
+                max_temp=cfg.max_temp, min_temp=cfg.min_temp, anneal_updates=cfg.anneal_updates)
+        else:
+            self.quantizer = KMeansQuantizer(cfg.encoder_dim, cfg.num_vars, cfg.groups,
+                                             combine_groups=cfg.combine_groups, gamma=cfg.kmeans_gamma,
+                                             project=cfg.kmeans_project)
+        self.context = ConvContextNetwork(cfg.encoder_dim, cfg.context_layers, norm=cfg.norm,
+                                          activation=cfg.activation, bias=cfg.context_bias, dropout=cfg.dropout,
+                                          skip_connections=cfg.context_skip, residual_scale=cfg.residual_scale)
+        self.objective = FuturePrediction(cfg.context_dim, cfg.encoder_dim, cfg.prediction_steps,
+                                          cfg.num_negatives, cfg.prediction_offset, loss=cfg.loss,
+                                          lr_scale=cfg.predictor_lr_scale)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.encoder.receptive_field
+
+    @property
+    def hop(self) -> int:
+        return self.encoder.hop
+
+    @property
+    def chance_loss(self) -> float:
+        """Loss of the best input-independent predictor (3.35 for 10 negatives with Eq. 1)."""
+        return chance_loss(self.cfg.loss, self.cfg.num_negatives)
+
+    @property
+    def chance_accuracy(self) -> float:
+        return 1.0 / (self.cfg.num_negatives + 1)
+
+    @property
+    def num_codewords(self) -> int:
+        """``V^G``: how many distinct units the quantizer can express (paper: 102,400)."""
+        return self.cfg.num_vars ** self.cfg.groups
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encoder.output_lengths(lengths)
+
+    def quantize(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, num_updates: int = 0, *,
+                 deterministic: bool | None = None) -> tuple[QuantizerOutput, torch.Tensor]:
+        """Encoder and quantizer only: ``(QuantizerOutput, frame lengths)``; ``x`` is ``(B, T', D)``."""
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[-1], dtype=torch.int64, device=audio.device)
+        z, frames = self.encoder(audio, lengths)                                            # (B, D, T')
+        q = self.quantizer(z.transpose(1, 2), frames, num_updates, deterministic=deterministic)  # x: (B, T', D)
+        return q, frames
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None,
+                num_updates: int = 0) -> Wav2VecOutput:
+        """``audio`` ``(B, T)`` -> ``z`` = quantized frames ``z^`` ``(B, T', D)`` and ``c`` ``(B, T', C)``.
+
+        ``extra["quantizer"]`` holds the :class:`~speechssl.nn.quantizers.QuantizerOutput`.
+        """
+        q, frames = self.quantize(audio, lengths, num_updates)
+        c, _ = self.context(q.x.transpose(1, 2), frames)                                     # (B, C, T')
+        return Wav2VecOutput(z=q.x, c=c.transpose(1, 2), lengths=frames, extra={"quantizer": q})
+
+    def compute_loss(self, batch: Mapping, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
+        """Future prediction of the quantized frames (+ the k-means VQ loss).
+
+        Metrics: ``acc``, ``acc_step1..K``, ``num_positives``, ``code_ppl`` (perplexity of the
+        hard codes summed over groups, max ``G V``), ``prob_ppl`` and ``temp`` (Gumbel) or
+        ``vq_loss`` (k-means), and ``contrastive_loss``.
+        """
+        owner = type(self.cfg).__name__
+        audio, lengths = audio_from_batch(batch, owner)
+        check_receptive_field(lengths, self.encoder, owner)
+        frames = self.frame_lengths(lengths)
+        check_prediction_frames(frames, self.cfg.prediction_steps, self.cfg.prediction_offset,
+                                self.cfg.num_negatives, self.encoder, owner)
+        out = self(audio, lengths, num_updates)
+        q: QuantizerOutput = out.extra["quantizer"]
+        res = self.objective(out.c, out.z, out.lengths)
+        metrics = contrastive_metrics(res)
+        metrics["contrastive_loss"] = res.loss.detach()
+        metrics["code_ppl"] = q.code_perplexity.detach()
+        loss = res.loss
+        if self.cfg.quantizer == "gumbel":
+            metrics["prob_ppl"] = q.prob_perplexity.detach()
+            metrics["temp"] = float(q.temperature)
+        else:
+            loss = loss + self.cfg.kmeans_weight * q.loss
+            metrics["vq_loss"] = q.loss.detach()
+        return loss, metrics
+
+    @torch.no_grad()
+    def extract_features(self, audio: torch.Tensor, lengths: torch.Tensor | None = None,
+                         layer: str = "context") -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen features: ``"context"`` (``c``) or ``"quantized"`` (``z^``, deterministic) -> ``((B, T', C), (B,))``."""
+        if layer not in ("context", "quantized"):
+            raise ConfigError(f"extract_features.layer: expected 'context' or 'quantized', found {layer!r}")
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[-1], dtype=torch.int64, device=audio.device)
+        q, frames = self.quantize(audio, lengths, deterministic=True)
+        if layer == "quantized":
+            return q.x, frames
+        c, _ = self.context(q.x.transpose(1, 2), frames)
+        return c.transpose(1, 2), frames
+
+    @torch.no_grad()
+    def units(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Discrete units: ``(B, T)`` audio -> ``(B, T', G)`` int64 codes, -1 at padded frames.
+
+        Always the deterministic argmax / nearest codeword (no Gumbel noise), whatever the
+        module's mode. Frame lengths: :meth:`frame_lengths`. One id per frame:
+        :meth:`unit_ids`.
+        """
+        if audio.dim() != 2:
+            raise ValueError(f"units expects audio of shape (B, T), got {tuple(audio.shape)}")
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[-1], dtype=torch.int64, device=audio.device)
+        check_receptive_field(lengths, self.encoder, type(self.cfg).__name__)
+        q, _ = self.quantize(audio, lengths, deterministic=True)
+        return q.codes
+
+    def unit_ids(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(..., G)`` codes -> ``(...)`` ids ``sum_g code_g V^(G-1-g)`` in ``[0, V^G)`` (-1 for padding).
+
+        This *product* numbering covers every possible codeword; the paper's BERT vocabulary
+        holds only the codewords that occur in the data (13.5k for Gumbel, 23k for k-means on
+        Librispeech): :class:`speechssl.models.unit_bert.UnitVocabulary`.
+        """
+        return codes_to_ids(codes, self.cfg.num_vars)
