@@ -95,7 +95,7 @@ def test_kmeans_picks_the_nearest_codeword_and_its_loss():
     zq = chosen_entries(q, out.codes)
     torch.testing.assert_close(out.x, zq)                                       # forward: the codeword
     mse = ((zq - x.detach()) ** 2).mean()
-    assert float(out.loss.detach()) == pytest.approx(float(mse * 1.25), rel=1e-5)        # latent + gamma * commitment
+    assert float(out.loss.detach()) == pytest.approx(float(mse.detach() * 1.25), rel=1e-5)        # latent + gamma * commitment
 
 
 def test_kmeans_straight_through_and_codebook_gradients():

@@ -41,7 +41,7 @@ from ..nn.losses import masked_token_loss
 from ..nn.masking import corrupt_tokens, span_mask
 from ..nn.transformer import LearnedPositionalEmbedding, TransformerEncoder, TransformerOutput, init_bert_params
 
-__all__ = ["UnitBert", "UnitBertConfig", "UnitVocabulary", "collate_units"]
+__all__ = ["UNIT_BERT_PRESETS", "UNIT_BERT_TRAIN", "UnitBert", "UnitBertConfig", "UnitVocabulary", "collate_units"]
 
 
 class UnitVocabulary:
@@ -184,6 +184,22 @@ UNIT_BERT_PRESETS: dict[str, dict] = {
     "small": {"embed_dim": 512, "ffn_dim": 2048, "num_heads": 8, "dropout": 0.05, "attention_dropout": 0.05},
     "reduced": {"embed_dim": 256, "num_layers": 4, "num_heads": 4, "ffn_dim": 1024, "max_positions": 2048},
     "tiny": {"embed_dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 512, "max_positions": 1024},
+}
+
+
+#: Training settings (fields as in :data:`speechssl.models.MODEL_SPECS` ``train_overrides``, with
+#: batches of token sequences from :func:`collate_units` instead of audio).
+UNIT_BERT_TRAIN: dict[str, dict] = {
+    # Sec. 5.3 (BERT base): warm-up over 10k updates, then linear decay over 250k updates;
+    # 128 GPUs with 3,072 tokens each (393k tokens per update).
+    "full": {"lr": 1e-5, "schedule": "linear", "warmup_steps": 10_000, "max_steps": 250_000,
+             "max_batch_tokens": 3_072, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6},
+    # one GPU: 20k updates of 16 sequences of up to 1,024 units
+    "reduced": {"lr": 5e-4, "schedule": "linear", "warmup_steps": 1_000, "max_steps": 20_000,
+                "max_batch_tokens": 16_384, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6},
+    # 2 CPU cores, about a minute: 200 updates of 16 sequences cropped to 256 units
+    "tiny": {"lr": 1e-3, "schedule": "linear", "warmup_steps": 20, "max_steps": 200,
+             "max_batch_tokens": 4_096, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6},
 }
 
 
