@@ -36,10 +36,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn.conv import ACTIVATIONS, ConvContextNetwork, ConvFeatureEncoder, config_error
-from ..nn.losses import chance_loss
+from ..nn.conv import ACTIVATIONS, config_error
 from ..nn.quantizers import GumbelQuantizer, KMeansQuantizer, QuantizerOutput, codes_to_ids
-from .wav2vec import (PAPER_CONTEXT, PAPER_ENCODER, FuturePrediction, Wav2VecOutput, audio_from_batch,
+from .wav2vec import (PAPER_ENCODER, Wav2Vec, Wav2VecOutput, audio_from_batch,
                       check_prediction_frames, check_receptive_field, contrastive_metrics)
 
 __all__ = ["VQWav2Vec", "VQWav2VecConfig", "QUANTIZERS"]
@@ -171,16 +170,16 @@ VQ_WAV2VEC_PRESETS: dict[str, VQWav2VecConfig] = {
 }
 
 
-class VQWav2Vec(nn.Module):
-    """vq-wav2vec: wav2vec encoder, a quantizer, a context network on quantized frames, future prediction."""
+class VQWav2Vec(Wav2Vec):
+    """vq-wav2vec: wav2vec encoder, a quantizer, a context network on quantized frames, future prediction.
+
+    The encoder, context network and objective are built exactly as in :class:`Wav2Vec`; the
+    quantizer is the one new part (paper Sec. 3).
+    """
 
     def __init__(self, cfg: VQWav2VecConfig | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg = cfg if cfg is not None else VQWav2VecConfig()
-        cfg.validate()
-        self.encoder = ConvFeatureEncoder(cfg.encoder_layers, norm=cfg.norm, activation=cfg.activation,
-                                          bias=cfg.encoder_bias, dropout=cfg.dropout,
-                                          log_compression=cfg.log_compression)
+        cfg = cfg if cfg is not None else VQWav2VecConfig()
+        super().__init__(cfg)
         if cfg.quantizer == "gumbel":
             self.quantizer: GumbelQuantizer | KMeansQuantizer = GumbelQuantizer(
                 cfg.encoder_dim, cfg.num_vars, cfg.groups, combine_groups=cfg.combine_groups,
@@ -190,29 +189,6 @@ class VQWav2Vec(nn.Module):
             self.quantizer = KMeansQuantizer(cfg.encoder_dim, cfg.num_vars, cfg.groups,
                                              combine_groups=cfg.combine_groups, gamma=cfg.kmeans_gamma,
                                              project=cfg.kmeans_project)
-        self.context = ConvContextNetwork(cfg.encoder_dim, cfg.context_layers, norm=cfg.norm,
-                                          activation=cfg.activation, bias=cfg.context_bias, dropout=cfg.dropout,
-                                          skip_connections=cfg.context_skip, residual_scale=cfg.residual_scale)
-        self.objective = FuturePrediction(cfg.context_dim, cfg.encoder_dim, cfg.prediction_steps,
-                                          cfg.num_negatives, cfg.prediction_offset, loss=cfg.loss,
-                                          lr_scale=cfg.predictor_lr_scale)
-
-    @property
-    def receptive_field(self) -> int:
-        return self.encoder.receptive_field
-
-    @property
-    def hop(self) -> int:
-        return self.encoder.hop
-
-    @property
-    def chance_loss(self) -> float:
-        """Loss of the best input-independent predictor (3.35 for 10 negatives with Eq. 1)."""
-        return chance_loss(self.cfg.loss, self.cfg.num_negatives)
-
-    @property
-    def chance_accuracy(self) -> float:
-        return 1.0 / (self.cfg.num_negatives + 1)
 
     @property
     def num_codewords(self) -> int:
