@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn.conv import ACTIVATIONS, config_error
+from ..nn.conv import config_error
 from ..nn.quantizers import GumbelQuantizer, KMeansQuantizer, QuantizerOutput, codes_to_ids
-from .wav2vec import (PAPER_ENCODER, Wav2Vec, Wav2VecOutput, audio_from_batch,
+from .wav2vec import (PAPER_ENCODER, Wav2Vec, Wav2VecConfig, Wav2VecOutput, audio_from_batch,
                       check_prediction_frames, check_receptive_field, contrastive_metrics)
 
 __all__ = ["VQWav2Vec", "VQWav2VecConfig", "QUANTIZERS"]
@@ -52,24 +52,17 @@ VQ_CONTEXT = tuple((512, k) for k in range(2, 14))
 
 
 @dataclass
-class VQWav2VecConfig:
-    """Configuration of :class:`VQWav2Vec`; the defaults are the paper's Gumbel model (Sec. 5.2)."""
+class VQWav2VecConfig(Wav2VecConfig):
+    """Configuration of :class:`VQWav2Vec`; the defaults are the paper's Gumbel model (Sec. 5.2).
+
+    Every field of :class:`~speechssl.models.wav2vec.Wav2VecConfig` applies; the ones whose
+    paper value differs are repeated here, followed by the quantizer's own fields.
+    """
 
     encoder_layers: tuple[tuple[int, int, int], ...] = VQ_ENCODER  # Sec. 5.2
     context_layers: tuple[tuple[int, int], ...] = VQ_CONTEXT       # Sec. 5.2
-    norm: str = "group"             # Sec. 5.2: group normalisation with a single group
-    activation: str = "relu"        # Sec. 5.2: ReLU (fairseq's command: GELU)
-    encoder_bias: bool = False      # fairseq ConvFeatureExtractionModel: bias=False
-    context_bias: bool = True       # fairseq ConvAggegator: conv_bias=True
-    log_compression: bool = True    # fairseq --log-compression default
     context_skip: bool = True       # Sec. 5.2: skip connections between context blocks
-    residual_scale: float = 0.5     # fairseq --residual-scale 0.5
-    dropout: float = 0.0            # fairseq --dropout default 0.0
     prediction_steps: int = 8       # Sec. 5.2: K = 8
-    num_negatives: int = 10         # Sec. 5.2: 10 negatives from the same audio example
-    prediction_offset: int = 1      # wav2vec Eq. (1): k = 1..K
-    loss: str = "binary"            # wav2vec Eq. (1); "infonce": fairseq --infonce
-    predictor_lr_scale: float = 1.0  # 1 = the paper; >1 lets h_k learn faster under Adam (StepPredictors)
     quantizer: str = "gumbel"       # Sec. 3.1 ("gumbel") or Sec. 3.2 ("kmeans")
     groups: int = 2                 # Sec. 5.2: G = 2
     num_vars: int = 320             # Sec. 5.2: V = 320
@@ -83,15 +76,10 @@ class VQWav2VecConfig:
     kmeans_weight: float = 1.0      # fairseq --loss-weights [1]
     kmeans_project: bool = True     # fairseq KmeansVectorQuantizer.projection
 
-    def __post_init__(self) -> None:
-        self.encoder_layers = tuple(tuple(int(v) for v in layer) for layer in self.encoder_layers)
-        self.context_layers = tuple(tuple(int(v) for v in layer) for layer in self.context_layers)
-        self.validate()
-
     def validate(self) -> None:
+        super().validate()
         owner = type(self).__name__
-        for name in ("prediction_steps", "num_negatives", "prediction_offset", "groups", "gumbel_proj_depth",
-                     "gumbel_proj_factor"):
+        for name in ("groups", "gumbel_proj_depth", "gumbel_proj_factor"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise config_error(owner, name, "an integer >= 1", v)
@@ -99,16 +87,6 @@ class VQWav2VecConfig:
             raise config_error(owner, "num_vars", "an integer >= 2 (entries per group, paper V = 320)", self.num_vars)
         if self.quantizer not in QUANTIZERS:
             raise config_error(owner, "quantizer", f"one of {QUANTIZERS}", self.quantizer)
-        if self.norm not in ("group", "layer", "none"):
-            raise config_error(owner, "norm", "'group', 'layer' or 'none'", self.norm)
-        if self.loss not in ("binary", "infonce"):
-            raise config_error(owner, "loss", "'binary' (Eq. 1) or 'infonce'", self.loss)
-        if not self.predictor_lr_scale > 0:
-            raise config_error(owner, "predictor_lr_scale", "a positive number", self.predictor_lr_scale)
-        if self.activation not in ACTIVATIONS:
-            raise config_error(owner, "activation", f"one of {ACTIVATIONS}", self.activation)
-        if not 0.0 <= self.dropout < 1.0:
-            raise config_error(owner, "dropout", "a probability in [0, 1)", self.dropout)
         if not (self.max_temp >= self.min_temp > 0):
             raise config_error(owner, "max_temp/min_temp", "max_temp >= min_temp > 0", (self.max_temp, self.min_temp))
         if not isinstance(self.anneal_updates, int) or self.anneal_updates < 0:
@@ -116,23 +94,8 @@ class VQWav2VecConfig:
         if self.kmeans_gamma < 0 or self.kmeans_weight < 0:
             raise config_error(owner, "kmeans_gamma/kmeans_weight", "numbers >= 0",
                                (self.kmeans_gamma, self.kmeans_weight))
-        for field_name, layers, width, names in (("encoder_layers", self.encoder_layers, 3, "(channels, kernel, stride)"),
-                                                 ("context_layers", self.context_layers, 2, "(channels, kernel)")):
-            if len(layers) == 0:
-                raise config_error(owner, field_name, f"at least one layer {names}", layers)
-            for i, layer in enumerate(layers):
-                if len(layer) != width or min(layer) < 1:
-                    raise config_error(owner, f"{field_name}[{i}]", f"{names} of positive integers", layer)
         if self.encoder_dim % self.groups != 0:
             raise config_error(owner, "groups", f"a divisor of the encoder width {self.encoder_dim}", self.groups)
-
-    @property
-    def encoder_dim(self) -> int:
-        return self.encoder_layers[-1][0]
-
-    @property
-    def context_dim(self) -> int:
-        return self.context_layers[-1][0]
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "VQWav2VecConfig":
