@@ -38,8 +38,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.conv import config_error
 from ..nn.quantizers import GumbelQuantizer, KMeansQuantizer, QuantizerOutput, codes_to_ids
-from .wav2vec import (PAPER_ENCODER, Wav2Vec, Wav2VecConfig, Wav2VecOutput, audio_from_batch,
-                      check_prediction_frames, check_receptive_field, contrastive_metrics)
+from .wav2vec import (PAPER_ENCODER, Wav2Vec, Wav2VecConfig, Wav2VecOutput, check_receptive_field,
+                      contrastive_metrics)
 
 __all__ = ["VQWav2Vec", "VQWav2VecConfig", "QUANTIZERS"]
 
@@ -187,12 +187,7 @@ class VQWav2Vec(Wav2Vec):
         hard codes summed over groups, max ``G V``), ``prob_ppl`` and ``temp`` (Gumbel) or
         ``vq_loss`` (k-means), and ``contrastive_loss``.
         """
-        owner = type(self.cfg).__name__
-        audio, lengths = audio_from_batch(batch, owner)
-        check_receptive_field(lengths, self.encoder, owner)
-        frames = self.frame_lengths(lengths)
-        check_prediction_frames(frames, self.cfg.prediction_steps, self.cfg.prediction_offset,
-                                self.cfg.num_negatives, self.encoder, owner)
+        audio, lengths = self.checked_batch(batch)
         out = self(audio, lengths, num_updates)
         q: QuantizerOutput = out.extra["quantizer"]
         res = self.objective(out.c, out.z, out.lengths)

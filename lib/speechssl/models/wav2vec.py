@@ -373,15 +373,21 @@ class Wav2Vec(nn.Module):
         Returns ``(loss, metrics)`` with ``acc`` (positive ranked above all distractors),
         ``acc_step1..K`` and ``num_positives``.
         """
-        owner = type(self.cfg).__name__
-        audio, lengths = audio_from_batch(batch, owner)
-        check_receptive_field(lengths, self.encoder, owner)
-        frames = self.frame_lengths(lengths)
-        check_prediction_frames(frames, self.cfg.prediction_steps, self.cfg.prediction_offset,
-                                self.cfg.num_negatives, self.encoder, owner)
+        audio, lengths = self.checked_batch(batch)
         out = self(audio, lengths)
         res = self.objective(out.c, out.z, out.lengths)
         return res.loss, contrastive_metrics(res)
+
+    def checked_batch(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(audio, lengths)`` of a batch, after checking that every utterance yields frames and
+        that there are enough frames for K prediction steps and the distractors (clear errors
+        instead of a failure deep inside the loss)."""
+        owner = type(self.cfg).__name__
+        audio, lengths = audio_from_batch(batch, owner)
+        check_receptive_field(lengths, self.encoder, owner)
+        check_prediction_frames(self.frame_lengths(lengths), self.cfg.prediction_steps, self.cfg.prediction_offset,
+                                self.cfg.num_negatives, self.encoder, owner)
+        return audio, lengths
 
     @torch.no_grad()
     def extract_features(self, audio: torch.Tensor, lengths: torch.Tensor | None = None,
