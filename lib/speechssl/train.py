@@ -115,6 +115,10 @@ ENGINE_KEYS = (
 )
 
 
+#: Batch keys of a model's main input, in the order looked for: waveforms (``collate_audio``),
+#: unit tokens (``collate_units``) or precomputed frame features.
+INPUT_KEYS = ("audio", "tokens", "features")
+
 #: Fields that may change between a run and its resume without changing the numbers.
 _BOOKKEEPING_FIELDS = frozenset(
     {"out_dir", "num_workers", "log_every", "ckpt_every", "keep_checkpoints", "device"}
@@ -909,17 +913,20 @@ class Trainer:
 
     def _check_batch(self, batch: Any, epoch: int, index: int) -> tuple[dict, int, int]:
         where = f"step {self.step + 1}, batch {index} of epoch {epoch}"
-        if not isinstance(batch, Mapping) or not isinstance(batch.get("audio"), torch.Tensor):
+        key = next((k for k in INPUT_KEYS if isinstance(batch, Mapping) and isinstance(batch.get(k), torch.Tensor)),
+                   None)
+        if key is None:
             raise ConfigError(
-                f"{where}: expected the collate function to return a dict with an 'audio' tensor, "
-                f"found {type(batch).__name__}"
+                f"{where}: expected the collate function to return a dict with one of the input tensors "
+                f"{INPUT_KEYS}, found {type(batch).__name__}"
+                + (f" with keys {sorted(batch)}" if isinstance(batch, Mapping) else "")
             )
-        audio = batch["audio"]
-        if audio.dim() == 0 or audio.shape[0] == 0 or audio.numel() == 0:
-            raise ConfigError(f"{where}: empty batch (audio of shape {tuple(audio.shape)})")
+        inputs = batch[key]
+        if inputs.dim() == 0 or inputs.shape[0] == 0 or inputs.numel() == 0:
+            raise ConfigError(f"{where}: empty batch ({key} of shape {tuple(inputs.shape)})")
         lengths = batch.get("lengths")
-        samples = int(lengths.sum()) if isinstance(lengths, torch.Tensor) else int(audio.numel())
-        return dict(batch), int(audio.shape[0]), samples
+        samples = int(lengths.sum()) if isinstance(lengths, torch.Tensor) else int(inputs.numel())
+        return dict(batch), int(inputs.shape[0]), samples
 
     # ------------------------------------------------------------------ one update
 

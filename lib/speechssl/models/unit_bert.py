@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..nn.conv import config_error, lengths_to_padding_mask
@@ -41,7 +42,10 @@ from ..nn.losses import masked_token_loss
 from ..nn.masking import corrupt_tokens, span_mask
 from ..nn.transformer import LearnedPositionalEmbedding, TransformerEncoder, TransformerOutput, init_bert_params
 
-__all__ = ["UNIT_BERT_PRESETS", "UNIT_BERT_TRAIN", "UnitBert", "UnitBertConfig", "UnitVocabulary", "collate_units"]
+__all__ = [
+    "UNIT_BERT_PRESETS", "UNIT_BERT_TRAIN", "UnitBert", "UnitBertConfig", "UnitSequences", "UnitVocabulary",
+    "collate_units",
+]
 
 
 class UnitVocabulary:
@@ -187,20 +191,68 @@ UNIT_BERT_PRESETS: dict[str, dict] = {
 }
 
 
-#: Training settings (fields as in :data:`speechssl.models.MODEL_SPECS` ``train_overrides``, with
-#: batches of token sequences from :func:`collate_units` instead of audio).
+#: Training settings: fields of :class:`speechssl.train.TrainConfig`, where a "sample" is one unit
+#: token: ``max_batch_samples`` is the token budget of a batch (fairseq ``--max-tokens``) and
+#: ``crop_samples`` the longest sequence (longer ones are cropped at a random start by
+#: :class:`UnitSequences`). fairseq's ``polynomial_decay`` with power 1 is the linear warm-up and
+#: linear decay of the paper: schedule ``polynomial`` down to ``min_lr = 0``.
 UNIT_BERT_TRAIN: dict[str, dict] = {
-    # Sec. 5.3 (BERT base): warm-up over 10k updates, then linear decay over 250k updates;
-    # 128 GPUs with 3,072 tokens each (393k tokens per update).
-    "full": {"lr": 1e-5, "schedule": "linear", "warmup_steps": 10_000, "max_steps": 250_000,
-             "max_batch_tokens": 3_072, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6},
-    # one GPU: 20k updates of 16 sequences of up to 1,024 units
-    "reduced": {"lr": 5e-4, "schedule": "linear", "warmup_steps": 1_000, "max_steps": 20_000,
-                "max_batch_tokens": 16_384, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6},
-    # 2 CPU cores, about a minute: 200 updates of 16 sequences cropped to 256 units
-    "tiny": {"lr": 1e-3, "schedule": "linear", "warmup_steps": 20, "max_steps": 200,
-             "max_batch_tokens": 4_096, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6},
+    # Sec. 5.3 (BERT base): the learning rate is warmed up over the first 10k updates to 1e-5 and
+    # then decayed linearly over 250k updates in total; 128 GPUs with 3,072 tokens each (393k tokens
+    # per update).
+    "full": {"lr": 1e-5, "schedule": "polynomial", "warmup_steps": 10_000, "max_steps": 250_000, "min_lr": 0.0,
+             "max_batch_samples": 3_072, "crop_samples": 3_072, "weight_decay": 0.01, "betas": (0.9, 0.98),
+             "eps": 1e-6},
+    # one GPU: 20k updates of 16k tokens, sequences of up to 1,024 units
+    "reduced": {"lr": 5e-4, "schedule": "polynomial", "warmup_steps": 1_000, "max_steps": 20_000, "min_lr": 0.0,
+                "max_batch_samples": 16_384, "crop_samples": 1_024, "weight_decay": 0.01, "betas": (0.9, 0.98),
+                "eps": 1e-6},
+    # 2 CPU cores, about a minute: 300 updates of 4k tokens, sequences of up to 256 units
+    "tiny": {"lr": 1e-3, "schedule": "polynomial", "warmup_steps": 30, "max_steps": 300, "min_lr": 0.0,
+             "max_batch_samples": 4_096, "crop_samples": 256, "weight_decay": 0.01, "betas": (0.9, 0.98),
+             "eps": 1e-6},
 }
+
+
+class UnitSequences(Dataset):
+    """Token sequences (one per utterance) for :class:`speechssl.train.Trainer`.
+
+    Items are ``(T,)`` int64 token tensors (from :meth:`UnitVocabulary.encode`); sequences longer
+    than ``max_len`` are cropped to a window whose start is drawn from a generator seeded with
+    ``(seed, epoch, index)``, so an epoch's crops do not depend on the order of access (exact
+    resume). :attr:`sizes` are the cropped lengths, used for token-budget batching; batches are
+    made by :func:`collate_units`.
+    """
+
+    def __init__(self, sequences: Sequence, *, max_len: int | None = None, seed: int = 0) -> None:
+        self.sequences = [torch.as_tensor(np.asarray(q) if not torch.is_tensor(q) else q).long().reshape(-1)
+                          for q in sequences]
+        if not self.sequences:
+            raise ConfigError("UnitSequences: no sequences")
+        empty = [i for i, q in enumerate(self.sequences) if q.numel() == 0]
+        if empty:
+            raise ConfigError(f"UnitSequences: sequences {empty[:5]} are empty; drop them before training")
+        if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
+            raise ConfigError(f"UnitSequences.max_len: expected an integer >= 1 or None, found {max_len!r}")
+        self.max_len, self.seed, self.epoch = max_len, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        n = np.array([q.numel() for q in self.sequences])
+        return n if self.max_len is None else np.minimum(n, self.max_len)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        q = self.sequences[index]
+        if self.max_len is None or q.numel() <= self.max_len:
+            return q
+        start = int(np.random.default_rng((self.seed, self.epoch, index)).integers(0, q.numel() - self.max_len + 1))
+        return q[start:start + self.max_len]
 
 
 class MaskedLMHead(nn.Module):
