@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from speechssl.errors import ConfigError
-from speechssl.probe import fit_linear_probe, frame_pairs, train_linear_probe
+from speechssl.probe import collect_frames, fit_linear_probe, frame_pairs, train_linear_probe
 
 
 def blobs(n_per_class, num_classes, dim, spread, seed):
@@ -62,3 +62,26 @@ def test_probe_errors():
         fit_linear_probe(x, y, torch.randn(4, 5), y[:4], num_classes=2, epochs=1)
     with pytest.raises(ValueError, match="no training frames"):
         fit_linear_probe(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), x, y, num_classes=2)
+
+
+def test_collect_frames_pairs_features_with_labels(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from speechssl.data.manifest import Utterance
+    from speechssl.features import mfcc
+
+    rng = np.random.default_rng(0)
+    utts, labels = [], {}
+    for i, n in enumerate((4000, 6400)):
+        sf.write(tmp_path / f"u{i}.wav", (0.1 * rng.standard_normal(n)).astype("float32"), 16000)
+        frames = 1 + (n - 400) // 160
+        labels[f"u{i}"] = np.arange(frames) % 5
+        utts.append(Utterance(id=f"u{i}", path=f"u{i}.wav", num_samples=n, speaker="s"))
+    x, y = collect_frames(lambda w: mfcc(w), utts, tmp_path, labels)
+    assert x.shape == (23 + 38, 39) and torch.equal(y[:23], torch.arange(23) % 5)
+    # a featurizer on another frame rate is refused, naming the file
+    with pytest.raises(ValueError, match="u0.wav.*same frame grid"):
+        collect_frames(lambda w: mfcc(w)[::2], utts, tmp_path, labels)
+    with pytest.raises(ValueError, match="no frame labels"):
+        collect_frames(lambda w: mfcc(w), utts, tmp_path, {})

@@ -8,8 +8,9 @@ matplotlib.use("Agg")
 
 from speechssl import paths  # noqa: E402
 from speechssl.errors import ConfigError  # noqa: E402
-from speechssl.viz import (Table, plot_cooccurrence, plot_phone_histogram, plot_quality_vs_k,  # noqa: E402
-                           plot_units_against_phones, plot_utterance)
+from speechssl.viz import (Table, plot_candidate_scores, plot_cooccurrence, plot_phone_histogram,  # noqa: E402
+                           plot_quality_vs_k, plot_score_matrix, plot_training_curves, plot_units_against_phones,
+                           plot_utterance)
 
 
 def test_table_text_and_markdown():
@@ -45,8 +46,16 @@ def test_figures_draw():
                           paper={100: dict(phone_purity=.3, cluster_purity=.2, pnmi=.25)}),
         plot_cooccurrence(np.array([[3, 0, 1], [0, 2, 0]]), ["sil", "AA"]),
         plot_units_against_phones(ali, rng.integers(0, 5, 28), 0.01),
+        plot_training_curves([{"step": 10, "loss": 3.0, "acc": 0.1}, {"step": 20, "loss": 2.5}],
+                             [("loss", "loss", 3.35), ("acc", "accuracy", None)]),
+        plot_score_matrix(rng.normal(size=(6, 8)), offset=1),
+        plot_candidate_scores(rng.random(11), [f"z{i}" for i in range(11)]),
     ]
     assert all(len(f.axes) >= 1 for f in figs)
+    assert len(figs[-3].axes) == 2                                   # one panel per metric
+    # the positives j = i + offset are marked, and only inside the matrix
+    marks = figs[-2].axes[0].lines[0]
+    assert list(marks.get_xdata()) == [1, 2, 3, 4, 5, 6] and list(marks.get_ydata()) == [0, 1, 2, 3, 4, 5]
 
 
 def test_explore_leaves_a_static_figure(monkeypatch):

@@ -179,3 +179,32 @@ def test_invalid_configs_name_field_expected_and_found(kwargs, field):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="preset"):
         Wav2VecConfig.preset("base")
+
+
+def _dev_batches():
+    g = torch.Generator().manual_seed(3)
+    audio = torch.randn(3, 8000, generator=g)
+    return [{"audio": audio[:2], "lengths": torch.tensor([8000, 6000])},
+            {"audio": audio[2:], "lengths": torch.tensor([8000])}]
+
+
+def test_evaluate_prediction_is_reproducible_and_weighted_by_positives():
+    from speechssl.models.wav2vec import evaluate_prediction
+
+    torch.manual_seed(0)
+    model = Wav2Vec(Wav2VecConfig.preset("tiny"))
+    model.train()
+    state = torch.random.get_rng_state()
+    a = evaluate_prediction(model, _dev_batches(), seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())      # the global generator is untouched
+    assert model.training                                        # the mode is restored
+    b = evaluate_prediction(model, _dev_batches(), seed=1)
+    assert a["loss"] == b["loss"] and (a["step_accuracy"] == b["step_accuracy"]).all()
+    # positives: for each utterance of F frames, sum over k = 1..12 of (F - k)
+    frames = [int(model.frame_lengths(torch.tensor([n]))) for n in (8000, 6000, 8000)]
+    assert a["positives"] == sum(f - k for f in frames for k in range(1, 13))
+    assert a["step_accuracy"].shape == (12,) and a["chance_loss"] == pytest.approx(3.351, abs=1e-3)
+    # an untrained model scores near chance on random audio
+    assert abs(a["accuracy"] - a["chance_accuracy"]) < 0.1
+    with pytest.raises(ValueError, match="no prediction targets"):
+        evaluate_prediction(model, [])

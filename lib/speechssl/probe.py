@@ -21,7 +21,10 @@ so the same inputs give the same probe and accuracy.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 
-__all__ = ["LinearProbe", "fit_linear_probe", "frame_pairs", "train_linear_probe"]
+__all__ = ["LinearProbe", "collect_frames", "fit_linear_probe", "frame_pairs", "train_linear_probe"]
 
 
 def _as_tensor(x, dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -62,6 +65,37 @@ def frame_pairs(features: torch.Tensor, feature_lengths: torch.Tensor, labels: t
     valid = (torch.arange(tsz, device=features.device)[None, :] < feature_lengths.to(features.device)[:, None])
     valid &= labs != ignore_index
     return feats[valid], labs[valid].long()
+
+
+def collect_frames(featurize: Callable[[torch.Tensor], torch.Tensor], utterances: Sequence, root: str | os.PathLike,
+                   labels: Mapping[str, np.ndarray], *, max_utterances: int | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame features of whole utterances paired with their frame labels: ``((N, C), (N,))``.
+
+    ``featurize`` maps one ``(T,)`` waveform to ``(F, C)`` frame features on the labels' grid
+    (MFCC, or a model's frames at 100 Hz). Frame ``i`` is paired with label ``i`` for ``i`` below
+    both lengths; wav2vec's 465-sample frames give one frame fewer than the 400-sample label grid
+    on some lengths, and more than 2 frames of difference is an error (a wrong frame rate).
+    Audio goes through :func:`speechssl.data.audio.load_audio`, so bad files fail with their name.
+    """
+    from .data.audio import load_audio
+
+    feats, labs = [], []
+    for u in list(utterances)[:max_utterances]:
+        if u.id not in labels:
+            raise ValueError(f"no frame labels for utterance {u.id!r}")
+        with torch.no_grad():
+            f = featurize(load_audio(Path(root) / u.path))
+        lab = torch.as_tensor(np.asarray(labels[u.id]), dtype=torch.int64)
+        if f.dim() != 2 or abs(f.shape[0] - lab.numel()) > 2:
+            raise ValueError(f"{u.path}: featurize gave {tuple(f.shape)} for {lab.numel()} labelled frames; "
+                             f"expected (about {lab.numel()}, C): are features and labels on the same frame grid?")
+        n = min(f.shape[0], lab.numel())
+        feats.append(f[:n].float().cpu())
+        labs.append(lab[:n])
+    if not feats:
+        raise ValueError("collect_frames: no utterances")
+    return torch.cat(feats), torch.cat(labs)
 
 
 @dataclass

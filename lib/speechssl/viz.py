@@ -188,3 +188,63 @@ def plot_units_against_phones(alignment, units: np.ndarray, frame_hop_s: float, 
         ax.set_title(title, pad=22)
     fig.tight_layout()
     return fig
+
+
+def plot_training_curves(history: Sequence[dict], panels: Sequence[tuple[str, str, float | None]],
+                         title: str = "") -> plt.Figure:
+    """One panel per ``(metric key, label, reference line or None)`` against the update number.
+
+    ``history`` is a list of metric records (:meth:`speechssl.train.Trainer.fit`). The reference
+    line (dashed) is where a model that learned nothing would sit, e.g. the chance loss.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.8), squeeze=False)
+    steps = [h["step"] for h in history]
+    for ax, (key, label, ref) in zip(axes[0], panels):
+        ax.plot(steps, [h.get(key, np.nan) for h in history], color="C0", lw=1.4)
+        if ref is not None:
+            ax.axhline(ref, color="C3", ls="--", lw=1, label=f"chance {ref:.3g}")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("update")
+        ax.set_title(label)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_matrix(scores: np.ndarray, offset: int, title: str = "", xlabel: str = "target frame j",
+                      ylabel: str = "context frame i", colorbar: str = "score") -> plt.Figure:
+    """``scores[i, j]`` (e.g. ``h_k(c_i) . z_j``) with the positives ``j = i + offset`` marked by dots.
+
+    A model that learned its task scores the marked cell of each row above most of the row.
+    """
+    scores = np.asarray(scores, dtype=float)
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    im = ax.imshow(scores, cmap="magma", aspect="auto", interpolation="nearest")
+    i = np.arange(scores.shape[0])
+    j = i + offset
+    ok = j < scores.shape[1]
+    ax.plot(j[ok], i[ok], ".", color="cyan", ms=2.0, label=f"true future (j = i + {offset})")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(im, ax=ax, label=colorbar, fraction=0.046)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_candidate_scores(scores: np.ndarray, labels: Sequence[str], positive: int = 0, title: str = "",
+                          ylabel: str = "score") -> plt.Figure:
+    """Bars of one prediction's scores against its candidates; the positive is drawn in red."""
+    scores = np.asarray(scores, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.5, 2.6))
+    colors = ["C3" if i == positive else "C7" for i in range(len(scores))]
+    ax.bar(range(len(scores)), scores, color=colors)
+    ax.set_xticks(range(len(scores)), labels, fontsize=7, rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

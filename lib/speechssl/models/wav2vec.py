@@ -52,6 +52,7 @@ __all__ = [
     "audio_from_batch",
     "check_prediction_frames",
     "check_receptive_field",
+    "evaluate_prediction",
 ]
 
 SAMPLE_RATE = 16_000
@@ -397,3 +398,49 @@ class Wav2Vec(nn.Module):
         if layer not in ("context", "encoder"):
             raise ConfigError(f"extract_features.layer: expected 'context' or 'encoder', found {layer!r}")
         return (out.c if layer == "context" else out.z), out.lengths
+
+
+@torch.no_grad()
+def evaluate_prediction(model: Wav2Vec, batches, *, seed: int = 0) -> dict[str, object]:
+    """The future-prediction objective of a trained model on held-out batches, in eval mode.
+
+    ``batches``: an iterable of :func:`~speechssl.data.dataset.collate_audio` batches (moved to the
+    model's device). The
+    distractors are drawn from a generator seeded with ``seed``, so the numbers are reproducible
+    (the global random state is left untouched). vq-wav2vec is evaluated on its deterministic
+    codes (no Gumbel noise). Returns ``loss`` (mean over positives, as in training),
+    ``accuracy``, ``step_accuracy`` ``(K,)`` (positive ranked above all its distractors, per
+    step ``k``), ``step_loss`` ``(K,)``, ``positives`` and ``chance_loss`` / ``chance_accuracy``.
+    """
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    obj = model.objective
+    k = obj.steps
+    loss_sum, acc_sum, count = 0.0, 0.0, 0
+    step_loss, step_acc, step_count = torch.zeros(k), torch.zeros(k), torch.zeros(k)
+    device = next(model.parameters()).device
+    try:
+        for batch in batches:
+            audio, lengths = model.checked_batch(batch)
+            out = model(audio.to(device), lengths.to(device))
+            neg = sample_negatives(out.lengths.cpu(), out.z.shape[1], obj.num_negatives, generator=gen)
+            res = obj(out.c, out.z, out.lengths, negative_indices=neg.to(out.z.device))
+            n = res.num_positives
+            loss_sum += float(res.loss) * n
+            acc_sum += float(res.accuracy) * n
+            count += n
+            cnt = res.step_count.float().cpu()
+            step_loss += res.step_loss.float().cpu() * cnt
+            step_acc += res.step_accuracy.float().cpu() * cnt
+            step_count += cnt
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate_prediction: the batches hold no prediction targets")
+    return {
+        "loss": loss_sum / count, "accuracy": acc_sum / count,
+        "step_accuracy": (step_acc / step_count.clamp_min(1)).numpy(),
+        "step_loss": (step_loss / step_count.clamp_min(1)).numpy(),
+        "positives": count, "chance_loss": model.chance_loss, "chance_accuracy": model.chance_accuracy,
+    }
