@@ -282,7 +282,11 @@ class KMeansQuantizer(nn.Module):
         dist = (zg.pow(2).sum(-1, keepdim=True) - 2 * torch.einsum("btgd,gvd->btgv", zg, cb)
                 + cb.pow(2).sum(-1)[None, None])
         codes = dist.argmin(-1)                                             # (B, T, G)
-        zq = torch.stack([cb[g][codes[..., g]] for g in range(self.groups)], dim=2).view(bsz, tsz, dim)
+        # the chosen entries through a one-hot product, as in GumbelQuantizer: the backward pass is then a
+        # matrix product, whose result does not depend on thread scheduling (indexing would scatter-add the
+        # codebook gradient with atomics on the CPU, and two identical runs would drift apart)
+        one_hot = F.one_hot(codes, self.num_vars).to(cb.dtype)             # (B, T, G, V)
+        zq = torch.einsum("btgv,gvd->btgd", one_hot, cb).reshape(bsz, tsz, dim)
         out = ze + (zq - ze).detach()                                       # straight-through
         m = valid.unsqueeze(-1).to(ze.dtype)
         denom = (m.sum() * dim).clamp_min(1.0)
