@@ -51,6 +51,7 @@ __all__ = [
     "QuantizerOutput",
     "codes_to_ids",
     "ids_to_codes",
+    "exponential_temperature",
     "linear_temperature",
 ]
 
@@ -64,6 +65,12 @@ def linear_temperature(num_updates: int, max_temp: float, min_temp: float, annea
         return float(min_temp)
     frac = min(max(num_updates, 0) / anneal_updates, 1.0)
     return float(max_temp + (min_temp - max_temp) * frac)
+
+
+def exponential_temperature(num_updates: int, max_temp: float, min_temp: float, decay: float) -> float:
+    """``max(max_temp * decay ** num_updates, min_temp)``: wav2vec 2.0's schedule (Sec. 4.2,
+    fairseq ``latent_temp = (2, 0.5, 0.999995)``: 2 at update 0, 0.5 after about 277k updates)."""
+    return float(max(max_temp * decay ** max(num_updates, 0), min_temp))
 
 
 def codes_to_ids(codes: torch.Tensor, num_vars: int) -> torch.Tensor:
@@ -148,6 +155,8 @@ class GumbelQuantizer(nn.Module):
         activation: non-linearity of the logit network (paper ReLU; fairseq's command GELU).
         max_temp, min_temp, anneal_updates: linear temperature schedule (paper 2 -> 0.5 over
             the first 70% of updates).
+        temp_decay: when given, the exponential schedule of wav2vec 2.0 instead:
+            ``max(max_temp * temp_decay ** updates, min_temp)`` (:func:`exponential_temperature`).
 
     Shapes: ``x`` ``(B, T, C)``, ``lengths`` ``(B,)`` -> :class:`QuantizerOutput`.
     """
@@ -155,7 +164,7 @@ class GumbelQuantizer(nn.Module):
     def __init__(self, input_dim: int, num_vars: int = 320, groups: int = 2, code_dim: int | None = None, *,
                  combine_groups: bool = False, proj_depth: int = 2, proj_factor: int = 2,
                  activation: str = "relu", max_temp: float = 2.0, min_temp: float = 0.5,
-                 anneal_updates: int = 280_000) -> None:
+                 anneal_updates: int = 280_000, temp_decay: float | None = None) -> None:
         super().__init__()
         code_dim = input_dim if code_dim is None else code_dim
         _check_codebook("GumbelQuantizer", input_dim, num_vars, groups, code_dim)
@@ -168,6 +177,9 @@ class GumbelQuantizer(nn.Module):
                                (max_temp, min_temp))
         if anneal_updates < 0:
             raise config_error("GumbelQuantizer", "anneal_updates", "an integer >= 0", anneal_updates)
+        if temp_decay is not None and not 0.0 < temp_decay <= 1.0:
+            raise config_error("GumbelQuantizer", "temp_decay", "a factor in (0, 1] or None", temp_decay)
+        self.temp_decay = temp_decay
         self.num_vars, self.groups, self.code_dim = num_vars, groups, code_dim
         self.combine_groups = combine_groups
         self.max_temp, self.min_temp, self.anneal_updates = max_temp, min_temp, anneal_updates
@@ -189,6 +201,8 @@ class GumbelQuantizer(nn.Module):
             self.logits_proj = nn.Sequential(*layers)
 
     def temperature(self, num_updates: int) -> float:
+        if self.temp_decay is not None:
+            return exponential_temperature(num_updates, self.max_temp, self.min_temp, self.temp_decay)
         return linear_temperature(num_updates, self.max_temp, self.min_temp, self.anneal_updates)
 
     def entries(self) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""Weights from other implementations of wav2vec 2.0, renamed for :class:`speechssl.models.wav2vec2.Wav2Vec2`.
+
+The architecture is the same everywhere; only the names differ. :func:`from_torchaudio` renames
+the state dict of ``torchaudio.models.wav2vec2_model`` (the encoder and Transformer; torchaudio
+has no quantizer). :func:`load_pretrained` loads a renamed dict and fails with the list of keys
+that are missing or unexpected, so a checkpoint of another architecture is never half-loaded
+in silence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["PRETRAINING_ONLY", "from_torchaudio", "load_pretrained"]
+
+#: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` used only by the pre-training task;
+#: an encoder-only checkpoint (torchaudio, a fine-tuned model) does not have them.
+PRETRAINING_ONLY = ("mask_emb", "quantizer.", "project_q.", "final_proj.")
+
+# (torchaudio pattern, our replacement); applied in order to every key
+_TORCHAUDIO = [
+    (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_encoder.blocks.\1.conv."),
+    (r"^encoder\.feature_projection\.layer_norm\.", "layer_norm."),
+    (r"^encoder\.feature_projection\.projection\.", "post_extract_proj."),
+    (r"^encoder\.transformer\.pos_conv_embed\.conv\.", "encoder.pos_embedding.conv."),
+    (r"^encoder\.transformer\.layer_norm\.", "encoder.layer_norm."),
+    (r"^encoder\.transformer\.layers\.", "encoder.layers."),
+]
+
+
+def from_torchaudio(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) -> dict[str, torch.Tensor]:
+    """Rename a ``torchaudio.models.Wav2Vec2Model`` state dict to our names.
+
+    ``extractor_mode`` is the model's (``"group_norm"``: torchaudio's group norm of layer 0 is our
+    ``MaskedGroupNorm``; ``"layer_norm"``: each layer's layer norm is our ``FrameLayerNorm``).
+    Keys of a fine-tuning head (``aux.*``) are not renamed and will be reported as unexpected.
+    """
+    if extractor_mode not in ("group_norm", "layer_norm"):
+        raise ConfigError(f"from_torchaudio.extractor_mode: expected 'group_norm' or 'layer_norm', found "
+                          f"{extractor_mode!r}")
+    norm = "norm." if extractor_mode == "group_norm" else "norm.norm."
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = re.sub(r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", rf"feature_encoder.blocks.\1.{norm}", key)
+        for pattern, repl in _TORCHAUDIO:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def _pretraining_only(key: str) -> bool:
+    return any(key == p or key.startswith(p) for p in PRETRAINING_ONLY)
+
+
+def load_pretrained(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict",
+                    allow_missing: Iterable[str] = PRETRAINING_ONLY) -> None:
+    """Load ``state_dict`` (already in our names) into ``model``, strictly.
+
+    Keys of ``model`` starting with one of ``allow_missing`` may be absent (the pre-training
+    parts, which keep their initial values); any other missing key, any unexpected key and any
+    shape mismatch raises :class:`~speechssl.errors.ConfigError` listing them.
+    """
+    allow = tuple(allow_missing)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and not any(k == p or k.startswith(p) for p in allow)]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k}: {tuple(state_dict[k].shape)} for {tuple(own[k].shape)}" for k in state_dict
+              if k in own and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches: {shapes[:10]}")
+        raise ConfigError(f"cannot load {source} into {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=False)

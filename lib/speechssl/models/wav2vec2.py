@@ -1,0 +1,334 @@
+"""wav2vec 2.0: self-supervised learning of speech representations (Baevski, Zhou, Mohamed & Auli 2020).
+
+The model, top-down (paper Sec. 2 and 3):
+
+1. **Feature encoder** ``f: X -> Z`` (Sec. 2): seven convolutions ``[(512, 10, 5)] + [(512, 3, 2)] * 4
+   + [(512, 2, 2)] * 2`` with GELU, one frame every 320 samples (20 ms) seeing 400 samples (25 ms).
+   BASE normalises only the first layer, with a per-channel group norm; LARGE puts a layer norm in
+   every layer (fairseq ``extractor_mode`` ``default`` / ``layer_norm``). The gradient into the
+   encoder is scaled by 0.1 (fairseq ``feature_grad_mult``).
+2. **Feature projection**: layer norm, then a linear map to the Transformer width, then dropout
+   (fairseq ``layer_norm``, ``post_extract_proj``, ``dropout_input``).
+3. **Masking** (Sec. 3.1): a share ``p = 0.065`` of the frames start a span of ``M = 10`` masked
+   frames (fairseq ``mask_prob = 0.65`` is ``p * M``), about 49% of all frames, at least two spans
+   per utterance; masked frames are replaced by one learned vector (``mask_emb``).
+4. **Context network** ``g`` (Sec. 2): a convolutional relative positional embedding (kernel 128,
+   16 groups, weight norm) and a Transformer, post-LN for BASE and pre-LN for LARGE, with
+   LayerDrop (:mod:`speechssl.nn.transformer`).
+5. **Quantization module** (Sec. 2, 3.2): ``G = 2`` codebooks of ``V = 320`` entries chosen by a
+   straight-through Gumbel-softmax from the *unmasked* encoder output, the temperature decaying
+   from 2 by a factor 0.999995 per update down to 0.5, then a linear map (``project_q``).
+6. **Objective** (Sec. 3.2, Eq. 2-4): for every masked frame ``t``, InfoNCE over the cosine
+   similarity, divided by ``kappa = 0.1``, between the projected context vector ``c_t`` and the
+   quantized target ``q_t`` against ``K = 100`` distractors drawn uniformly from the other *masked*
+   frames of the same utterance; plus ``alpha = 0.1`` times the diversity loss
+   ``(G V - exp(H(p_bar))) / (G V)`` (fairseq's form of Eq. 4), plus 10 times the mean squared
+   encoder output (fairseq ``loss_weights = [0.1, 10]``, the feature penalty).
+
+Sizes (Sec. 4.2, fairseq configs): BASE 12 layers of width 768, FFN 3072, 12 heads (the paper's
+text says 8; the released checkpoints and fairseq use 12), final dimension 256, LayerDrop 0.05;
+LARGE 24 layers of 1024, FFN 4096, 16 heads, final dimension 768, LayerDrop 0.2 (0.1 for the
+LibriVox model), layer-norm encoder with convolution bias, pre-LN Transformer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..nn.conv import ConvFeatureEncoder, config_error, lengths_to_padding_mask
+from ..nn.masking import span_mask
+from ..nn.quantizers import GumbelQuantizer
+from ..nn.transformer import ConvPositionalEmbedding, TransformerEncoder
+from .wav2vec import audio_from_batch, check_receptive_field
+
+__all__ = ["Wav2Vec2", "Wav2Vec2Config", "Wav2Vec2Output", "WAV2VEC2_PRESETS", "sample_masked_negatives"]
+
+#: Sec. 2 / fairseq ``conv_feature_layers``: (channels, kernel, stride).
+CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+
+
+@dataclass
+class Wav2Vec2Config:
+    """Configuration of :class:`Wav2Vec2`; the defaults are BASE (``preset("base")``)."""
+
+    conv_layers: tuple[tuple[int, int, int], ...] = CONV_LAYERS
+    extractor_mode: str = "group_norm"   # BASE: group norm in layer 1 only; LARGE: "layer_norm" everywhere
+    conv_bias: bool = False              # fairseq conv_bias (LARGE LibriVox: True)
+    embed_dim: int = 768                 # Transformer width
+    num_layers: int = 12
+    num_heads: int = 12                  # released BASE checkpoints (the paper's text says 8)
+    ffn_dim: int = 3072
+    layer_norm_first: bool = False       # post-LN (BASE) or pre-LN (LARGE)
+    conv_pos: int = 128                  # positional convolution: kernel 128 ...
+    conv_pos_groups: int = 16            # ... 16 groups
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    dropout_input: float = 0.1           # on the projected features
+    dropout_features: float = 0.1        # on the unmasked features that feed the quantizer
+    layer_drop: float = 0.05
+    feature_grad_mult: float = 0.1
+    final_dim: int = 256                 # dimension of c_t and q_t in the loss
+    num_vars: int = 320                  # V
+    groups: int = 2                      # G
+    max_temp: float = 2.0                # latent_temp = (2, 0.5, 0.999995)
+    min_temp: float = 0.5
+    temp_decay: float = 0.999995
+    mask_prob: float = 0.65              # fairseq mask_prob = p * M: p = 0.065 of frames start a span
+    mask_length: int = 10                # M
+    mask_min_spans: int = 2              # fairseq apply_mask(min_masks=2)
+    num_negatives: int = 100             # K
+    logit_temp: float = 0.1              # kappa
+    diversity_weight: float = 0.1        # alpha
+    feature_pen_weight: float = 10.0     # fairseq loss_weights[1]
+
+    def __post_init__(self) -> None:
+        self.conv_layers = tuple(tuple(int(v) for v in layer) for layer in self.conv_layers)
+        self.validate()
+
+    def validate(self) -> None:
+        owner = type(self).__name__
+        if self.extractor_mode not in ("group_norm", "layer_norm"):
+            raise config_error(owner, "extractor_mode", "'group_norm' (BASE) or 'layer_norm' (LARGE)",
+                               self.extractor_mode)
+        for name in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "conv_pos", "conv_pos_groups", "final_dim",
+                     "num_vars", "groups", "mask_length", "num_negatives"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise config_error(owner, name, "an integer >= 1", v)
+        if self.embed_dim % self.num_heads:
+            raise config_error(owner, "num_heads", f"a divisor of embed_dim={self.embed_dim}", self.num_heads)
+        if self.final_dim % self.groups:
+            raise config_error(owner, "groups", f"a divisor of final_dim={self.final_dim}", self.groups)
+        if not 0.0 < self.mask_prob < self.mask_length:
+            raise config_error(owner, "mask_prob", f"in (0, mask_length={self.mask_length}) "
+                               f"(p * M with p the share of span starts)", self.mask_prob)
+        for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "dropout_features",
+                     "layer_drop"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise config_error(owner, name, "a probability in [0, 1)", v)
+        if not (self.max_temp >= self.min_temp > 0 and 0 < self.temp_decay <= 1):
+            raise config_error(owner, "max_temp/min_temp/temp_decay", "max_temp >= min_temp > 0, decay in (0, 1]",
+                               (self.max_temp, self.min_temp, self.temp_decay))
+        if self.logit_temp <= 0 or self.feature_grad_mult < 0:
+            raise config_error(owner, "logit_temp/feature_grad_mult", "logit_temp > 0, feature_grad_mult >= 0",
+                               (self.logit_temp, self.feature_grad_mult))
+
+    @property
+    def mask_start_prob(self) -> float:
+        """``p``: share of frames that start a masked span (0.065 for the paper)."""
+        return self.mask_prob / self.mask_length
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "Wav2Vec2Config":
+        """``"base"`` (about 95M parameters), ``"large"`` (about 317M), ``"reduced"`` (one GPU) or
+        ``"tiny"`` (a few minutes on a CPU), optionally with fields replaced."""
+        if name not in WAV2VEC2_PRESETS:
+            raise ConfigError(f"Wav2Vec2Config.preset: expected one of {sorted(WAV2VEC2_PRESETS)}, found {name!r}")
+        return dataclasses.replace(WAV2VEC2_PRESETS[name], **overrides)
+
+
+WAV2VEC2_PRESETS: dict[str, Wav2Vec2Config] = {
+    "base": Wav2Vec2Config(),
+    # fairseq wav2vec2_large_librivox: layer-norm encoder with bias, pre-LN, final_dim 768
+    "large": Wav2Vec2Config(extractor_mode="layer_norm", conv_bias=True, embed_dim=1024, num_layers=24,
+                            num_heads=16, ffn_dim=4096, layer_norm_first=True, final_dim=768, layer_drop=0.2,
+                            dropout_input=0.1, dropout_features=0.1),
+    "reduced": Wav2Vec2Config(conv_layers=tuple((256, k, s) for _, k, s in CONV_LAYERS), embed_dim=384,
+                              num_layers=6, num_heads=6, ffn_dim=1536, final_dim=128),
+    "tiny": Wav2Vec2Config(conv_layers=tuple((128, k, s) for _, k, s in CONV_LAYERS), embed_dim=192,
+                           num_layers=4, num_heads=4, ffn_dim=768, final_dim=96, num_vars=64, conv_pos=32,
+                           layer_drop=0.0, dropout=0.05, attention_dropout=0.05, dropout_input=0.05,
+                           dropout_features=0.05),
+}
+
+
+class _GradMultiply(torch.autograd.Function):
+    """Identity forward, gradient times ``scale`` backward (fairseq ``GradMultiply``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: D401
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+def sample_masked_negatives(mask: torch.Tensor, num_negatives: int, *,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+    """For every masked frame, ``num_negatives`` other masked frames of the same utterance.
+
+    ``mask`` ``(B, T)`` bool -> ``(M, K)`` int64 indices into the ``M`` masked frames taken in
+    row-major order (``x[mask]``): uniform over the utterance's other masked frames, with
+    replacement, never the frame itself and never a padded or unmasked frame (fairseq
+    ``sample_negatives`` with ``cross_sample_negatives = 0``).
+    """
+    counts = mask.sum(1)                                               # (B,)
+    if int(counts.min()) < 2:
+        raise ConfigError("sample_masked_negatives: every utterance needs at least 2 masked frames, found "
+                          f"{counts.tolist()}")
+    offsets = torch.cumsum(counts, 0) - counts                         # (B,)
+    utt = torch.repeat_interleave(torch.arange(len(counts), device=mask.device), counts)  # (M,)
+    own = torch.arange(int(counts.sum()), device=mask.device) - offsets[utt]              # index within utterance
+    n = counts[utt]                                                    # (M,)
+    dev = generator.device if generator is not None else mask.device
+    u = torch.rand(len(utt), num_negatives, generator=generator, device=dev).to(mask.device)
+    idx = torch.minimum((u * (n - 1)[:, None]).long(), (n - 2)[:, None])                 # [0, n - 1)
+    idx = idx + (idx >= own[:, None]).long()                           # skip the frame itself
+    return idx + offsets[utt][:, None]
+
+
+@dataclass
+class Wav2Vec2Output:
+    """``x`` ``(B, T, C)`` Transformer output, ``features`` ``(B, T, C_enc)`` normalised encoder output
+    (before projection), ``lengths`` ``(B,)`` frames, ``mask`` ``(B, T)`` masked frames or ``None``,
+    ``hidden_states`` (when asked) the input of the first layer and every layer's output."""
+
+    x: torch.Tensor
+    features: torch.Tensor
+    lengths: torch.Tensor
+    mask: torch.Tensor | None = None
+    hidden_states: list[torch.Tensor] | None = None
+    features_pen: torch.Tensor | None = None
+
+
+class Wav2Vec2(nn.Module):
+    """wav2vec 2.0: feature encoder, masking, Transformer, product quantizer and the contrastive task."""
+
+    def __init__(self, cfg: Wav2Vec2Config | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg if cfg is not None else Wav2Vec2Config()
+        cfg.validate()
+        self.feature_encoder = ConvFeatureEncoder(
+            cfg.conv_layers, norm="group_first" if cfg.extractor_mode == "group_norm" else "layer",
+            activation="gelu", bias=cfg.conv_bias)
+        enc_dim = self.feature_encoder.out_channels
+        self.layer_norm = nn.LayerNorm(enc_dim)                       # fairseq layer_norm (features)
+        self.post_extract_proj = nn.Linear(enc_dim, cfg.embed_dim)
+        self.dropout_input = nn.Dropout(cfg.dropout_input)
+        self.dropout_features = nn.Dropout(cfg.dropout_features)
+        self.mask_emb = nn.Parameter(torch.empty(cfg.embed_dim).uniform_())   # fairseq: uniform [0, 1)
+        self.encoder = TransformerEncoder(
+            cfg.embed_dim, cfg.num_layers, cfg.num_heads, cfg.ffn_dim, dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+            layer_norm_first=cfg.layer_norm_first, layer_drop=cfg.layer_drop,
+            pos_embedding=ConvPositionalEmbedding(cfg.embed_dim, cfg.conv_pos, cfg.conv_pos_groups))
+        self.quantizer = GumbelQuantizer(enc_dim, cfg.num_vars, cfg.groups, code_dim=cfg.final_dim,
+                                         combine_groups=False, proj_depth=1, max_temp=cfg.max_temp,
+                                         min_temp=cfg.min_temp, temp_decay=cfg.temp_decay)
+        self.project_q = nn.Linear(cfg.final_dim, cfg.final_dim)
+        self.final_proj = nn.Linear(cfg.embed_dim, cfg.final_dim)
+
+    # -- facts ------------------------------------------------------------------------------------
+    @property
+    def receptive_field(self) -> int:
+        """Samples seen by one frame (400 for the paper's encoder)."""
+        return self.feature_encoder.receptive_field
+
+    @property
+    def hop(self) -> int:
+        """Samples between frames (320, 20 ms)."""
+        return self.feature_encoder.hop
+
+    @property
+    def chance_loss(self) -> float:
+        """``log(K + 1)``: InfoNCE of a model that scores every candidate alike (log 101 = 4.615)."""
+        return float(torch.log(torch.tensor(self.cfg.num_negatives + 1.0)))
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.feature_encoder.output_lengths(lengths)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def encode(self, audio: torch.Tensor, lengths: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feature encoder and its layer norm: ``(features (B, T, C_enc), lengths (B,), penalty)``."""
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[-1], dtype=torch.int64, device=audio.device)
+        z, frames = self.feature_encoder(audio, lengths)                       # (B, C, T)
+        if self.training and self.cfg.feature_grad_mult != 1.0:
+            z = _GradMultiply.apply(z, self.cfg.feature_grad_mult)
+        valid = ~lengths_to_padding_mask(frames, z.shape[-1])                   # (B, T)
+        pen = (z.float().pow(2).mean(1)[valid]).mean()                          # mean squared output
+        return self.layer_norm(z.transpose(1, 2)), frames, pen
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, *, mask: torch.Tensor | bool = False,
+                return_hidden_states: bool = False, num_layers: int | None = None) -> Wav2Vec2Output:
+        """``audio`` ``(B, T)`` -> :class:`Wav2Vec2Output`.
+
+        ``mask``: ``False`` (no masking, for features), ``True`` (draw spans as in pre-training)
+        or a ``(B, T')`` bool tensor of frames to mask.
+        """
+        feats, frames, pen = self.encode(audio, lengths)
+        padding = lengths_to_padding_mask(frames, feats.shape[1])
+        x = self.dropout_input(self.post_extract_proj(feats))                 # (B, T, D)
+        m = None
+        if mask is True:
+            m = span_mask(frames, x.shape[1], self.cfg.mask_start_prob, self.cfg.mask_length,
+                          min_spans=self.cfg.mask_min_spans)
+        elif isinstance(mask, torch.Tensor):
+            m = mask.to(torch.bool) & ~padding
+        if m is not None:
+            x = torch.where(m.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
+        out = self.encoder(x, padding if bool(padding.any()) else None, return_hidden_states=return_hidden_states,
+                           num_layers=num_layers)
+        return Wav2Vec2Output(x=out.x, features=feats, lengths=frames, mask=m, hidden_states=out.hidden_states,
+                              features_pen=pen)
+
+    def compute_loss(self, batch: Mapping, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
+        """Contrastive loss + ``alpha`` diversity + feature penalty, averaged over masked frames.
+
+        Metrics: ``contrastive_loss``, ``diversity_loss``, ``features_pen``, ``acc`` (the target
+        scored above all distractors), ``code_ppl`` / ``prob_ppl`` (max ``G V``), ``temp``,
+        ``mask_frac``.
+        """
+        cfg = self.cfg
+        owner = type(cfg).__name__
+        audio, lengths = audio_from_batch(batch, owner)
+        check_receptive_field(lengths, self.feature_encoder, owner)
+        frames = self.frame_lengths(lengths)
+        if int(frames.min()) <= cfg.num_negatives:
+            raise ConfigError(f"{owner}: the shortest utterance has {int(frames.min())} frames, not more than the "
+                              f"num_negatives={cfg.num_negatives} distractors it must supply; use longer crops "
+                              f"(at least {(cfg.num_negatives + 1) * self.hop + self.receptive_field} samples) or "
+                              f"fewer distractors")
+        if int(frames.min()) <= cfg.mask_length:
+            raise ConfigError(f"{owner}: the shortest utterance has {int(frames.min())} frames, not more than the span "
+                              f"length mask_length={cfg.mask_length}: masking would leave no unmasked frame")
+        out = self(audio, lengths, mask=True)
+        m = out.mask
+        counts = m.sum(1)
+        if int(counts.min()) < 2:
+            raise ConfigError(f"{owner}: an utterance has {int(counts.min())} masked frames; the contrastive task "
+                              f"needs at least 2 (raise mask_prob or use longer crops)")
+        unmasked = self.dropout_features(out.features)                         # (B, T, C_enc)
+        q = self.quantizer(unmasked, out.lengths, num_updates)
+        y = self.project_q(q.x[m])                                             # (M, F) quantized targets
+        c = self.final_proj(out.x[m])                                          # (M, F) context vectors
+        neg_idx = sample_masked_negatives(m, cfg.num_negatives)                # (M, K)
+        negs = y[neg_idx]                                                      # (M, K, F)
+        cands = torch.cat([y.unsqueeze(1), negs], 1)                           # (M, 1 + K, F)
+        logits = F.cosine_similarity(c.float().unsqueeze(1), cands.float(), dim=-1) / cfg.logit_temp
+        same = (negs == y.unsqueeze(1)).all(-1)                                # a distractor equal to the target
+        logits[:, 1:] = logits[:, 1:].masked_fill(same, float("-inf"))
+        target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+        contrastive = F.cross_entropy(logits, target)
+        gv = cfg.groups * cfg.num_vars
+        diversity = (gv - q.prob_perplexity) / gv
+        loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_pen_weight * out.features_pen
+        with torch.no_grad():
+            acc = (logits[:, 0] > logits[:, 1:].max(-1).values).float().mean()
+        metrics = {"contrastive_loss": contrastive.detach(), "diversity_loss": diversity.detach(),
+                   "features_pen": out.features_pen.detach(), "acc": acc, "code_ppl": q.code_perplexity.detach(),
+                   "prob_ppl": q.prob_perplexity.detach(), "temp": float(q.temperature),
+                   "mask_frac": float(counts.sum()) / float(out.lengths.sum())}
+        return loss, metrics
