@@ -149,6 +149,8 @@ def test_codes_to_ids_round_trip():
     ({"groups": 3}, "code_dim"),
     ({"proj_depth": 0}, "proj_depth"),
     ({"max_temp": 0.1, "min_temp": 0.5}, "max_temp"),
+    ({"temp_decay": 1.5}, "temp_decay"),
+    ({"temp_decay": 0.0}, "temp_decay"),
 ])
 def test_gumbel_config_errors(kwargs, field):
     with pytest.raises(ConfigError, match=field):

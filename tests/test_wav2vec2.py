@@ -132,3 +132,21 @@ def test_errors():
         Wav2Vec2Config.preset("tiny", num_heads=5)
     with pytest.raises(ConfigError, match="preset"):
         Wav2Vec2Config.preset("huge")
+
+
+def test_registry_and_training_settings():
+    from speechssl.models import MODEL_SPECS
+    from speechssl.train import TrainConfig
+
+    spec = MODEL_SPECS["wav2vec2"]
+    assert isinstance(spec.build("tiny"), Wav2Vec2)
+    for scale in ("tiny", "reduced", "full"):
+        cfg = TrainConfig(model="wav2vec2", scale=scale, **spec.train_overrides(scale))
+        assert cfg.schedule == "polynomial" and cfg.warmup == round(0.08 * cfg.max_steps)
+        # every crop yields more frames than the 100 distractors it must supply
+        model_cfg = Wav2Vec2Config.preset({"tiny": "tiny", "reduced": "reduced", "full": "base"}[scale])
+        assert (cfg.crop_samples - 400) // 320 + 1 > model_cfg.num_negatives
+    full = TrainConfig(model="wav2vec2", scale="full", **spec.train_overrides("full"))
+    # Sec. 4.2 (BASE): peak 5e-4, 8% warm-up of 400k updates, 1.4M samples per GPU, crops of 250k samples
+    assert (full.lr, full.warmup, full.max_steps, full.max_batch_samples, full.crop_samples) == \
+        (5e-4, 32_000, 400_000, 1_400_000, 250_000)

@@ -12,6 +12,7 @@ scale both follow the papers; each value below names its source.
 
 - ``wav2vec``: Schneider et al. 2019, Sec. 3.3 (pre-training on full Librispeech).
 - ``vq_wav2vec`` (Gumbel) and ``vq_wav2vec_kmeans``: Baevski et al. 2020, Sec. 5.2.
+- ``wav2vec2``: Baevski et al. 2020 (wav2vec 2.0), Sec. 4.2, BASE on LibriSpeech 960 h.
 
 ``max_batch_samples`` is per GPU (fairseq ``--max-tokens``); the papers train on 8 GPUs.
 ``grad_clip = 0.0`` means no clipping (neither paper clips; fairseq ``--clip-norm`` default 0).
@@ -29,10 +30,11 @@ from ..errors import ConfigError
 from .unit_bert import UnitBert, UnitBertConfig, UnitVocabulary
 from .vq_wav2vec import VQWav2Vec, VQWav2VecConfig
 from .wav2vec import Wav2Vec, Wav2VecConfig
+from .wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
 __all__ = [
     "ANNEAL_FRACTION", "MODEL_SPECS", "ModelSpec", "SCALES", "UnitBert", "UnitBertConfig", "UnitVocabulary", "VQWav2Vec",
-    "VQWav2VecConfig", "Wav2Vec", "Wav2VecConfig", "build_model",
+    "VQWav2VecConfig", "Wav2Vec", "Wav2Vec2", "Wav2Vec2Config", "Wav2VecConfig", "build_model",
 ]
 
 SCALES = ("tiny", "reduced", "full")
@@ -101,6 +103,42 @@ _VQ_WAV2VEC_TRAIN = {
 ANNEAL_FRACTION = 0.7
 
 
+_WAV2VEC2_TRAIN = {
+    "full": {  # Sec. 4.2 BASE; fairseq wav2vec2_base_librispeech.yaml
+        "lr": 5e-4,                    # peak learning rate 5e-4 ...
+        "schedule": "polynomial",      # ... warmed up over the first 8% of updates, then decayed linearly
+        "warmup_fraction": 0.08,
+        "min_lr": 0.0,
+        "max_steps": 400_000,          # 400k updates
+        "max_batch_samples": 1_400_000,  # 1.4M samples per GPU (87.5 s), 64 GPUs: 1.6 h per batch
+        "crop_samples": 250_000,       # crops of at most 250k samples (15.6 s)
+        "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01,
+        "grad_clip": 0.0,              # fairseq clip_norm 0 for pre-training
+        "precision": "bf16",           # fairseq trains in fp16; bf16 needs no loss scale
+    },
+    "reduced": {  # one GPU: 40k updates of 200 s of audio
+        "lr": 5e-4, "schedule": "polynomial", "warmup_fraction": 0.08, "min_lr": 0.0, "max_steps": 40_000,
+        "max_batch_samples": 3_200_000, "crop_samples": 160_000, "betas": (0.9, 0.98), "eps": 1e-6,
+        "weight_decay": 0.01, "grad_clip": 0.0, "precision": "bf16",
+    },
+    "tiny": {  # 2 CPU cores: crops of 3 s (149 frames, enough for 100 distractors)
+        "lr": 5e-4, "schedule": "polynomial", "warmup_fraction": 0.08, "min_lr": 0.0, "max_steps": 400,
+        "max_batch_samples": 384_000, "crop_samples": 48_000, "betas": (0.9, 0.98), "eps": 1e-6,
+        "weight_decay": 0.01, "grad_clip": 0.0,
+    },
+}
+
+
+def wav2vec2_train_overrides(scale: str) -> dict:
+    _check_scale(scale)
+    return dict(_WAV2VEC2_TRAIN[scale])
+
+
+def build_wav2vec2(scale: str) -> Wav2Vec2:
+    _check_scale(scale)
+    return Wav2Vec2(Wav2Vec2Config.preset({"tiny": "tiny", "reduced": "reduced", "full": "base"}[scale]))
+
+
 def wav2vec_train_overrides(scale: str) -> dict:
     _check_scale(scale)
     return dict(_WAV2VEC_TRAIN[scale])
@@ -139,6 +177,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "wav2vec": ModelSpec("wav2vec", build_wav2vec, wav2vec_train_overrides),
     "vq_wav2vec": ModelSpec("vq_wav2vec", build_vq_wav2vec, vq_wav2vec_train_overrides),
     "vq_wav2vec_kmeans": ModelSpec("vq_wav2vec_kmeans", build_vq_wav2vec_kmeans, vq_wav2vec_train_overrides),
+    "wav2vec2": ModelSpec("wav2vec2", build_wav2vec2, wav2vec2_train_overrides),
 }
 
 

@@ -304,8 +304,19 @@ class Wav2Vec2(nn.Module):
         if int(frames.min()) <= cfg.mask_length:
             raise ConfigError(f"{owner}: the shortest utterance has {int(frames.min())} frames, not more than the span "
                               f"length mask_length={cfg.mask_length}: masking would leave no unmasked frame")
-        out = self(audio, lengths, mask=True)
+        return self.pretraining_loss(self(audio, lengths, mask=True), num_updates)
+
+    def pretraining_loss(self, out: Wav2Vec2Output, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
+        """The loss of :meth:`compute_loss` from a masked forward pass (``out.mask`` set).
+
+        Separate so that another encoder's output (e.g. torchaudio's, in ``bench/``) can be scored
+        by exactly the same quantizer and loss.
+        """
+        cfg = self.cfg
+        owner = type(cfg).__name__
         m = out.mask
+        if m is None:
+            raise ConfigError(f"{owner}.pretraining_loss needs the output of a masked forward pass (mask=True)")
         counts = m.sum(1)
         if int(counts.min()) < 2:
             raise ConfigError(f"{owner}: an utterance has {int(counts.min())} masked frames; the contrastive task "
