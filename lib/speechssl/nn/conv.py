@@ -138,9 +138,10 @@ class MaskedGroupNorm(nn.Module):
         x32 = x.float()
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
-        if lengths is None:
-            return F.group_norm(x32, self.num_groups, w, b, self.eps).type_as(x)
         bsz, chans, tsz = x.shape
+        if lengths is None or bool((lengths >= tsz).all()):
+            # no padding: the fused kernel (1.4x faster for wav2vec 2.0's first layer on a CPU; bench/)
+            return F.group_norm(x32, self.num_groups, w, b, self.eps).type_as(x)
         g = self.num_groups
         valid = (~lengths_to_padding_mask(lengths, tsz)).to(x32.dtype)  # (B, T)
         xg = x32.view(bsz, g, chans // g, tsz)                           # (B, G, C/G, T)
