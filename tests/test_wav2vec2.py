@@ -150,3 +150,64 @@ def test_registry_and_training_settings():
     # Sec. 4.2 (BASE): peak 5e-4, 8% warm-up of 400k updates, 1.4M samples per GPU, crops of 250k samples
     assert (full.lr, full.warmup, full.max_steps, full.max_batch_samples, full.crop_samples) == \
         (5e-4, 32_000, 400_000, 1_400_000, 250_000)
+
+
+def fairseq_names(cfg):
+    """The state-dict keys of fairseq's Wav2Vec2Model for ``cfg`` (fairseq/models/wav2vec/wav2vec2.py)."""
+    keys = ["mask_emb", "quantizer.vars", "quantizer.weight_proj.weight", "quantizer.weight_proj.bias",
+            "project_q.weight", "project_q.bias", "final_proj.weight", "final_proj.bias",
+            "layer_norm.weight", "layer_norm.bias", "post_extract_proj.weight", "post_extract_proj.bias",
+            "encoder.pos_conv.0.bias", "encoder.pos_conv.0.weight_g", "encoder.pos_conv.0.weight_v",
+            "encoder.layer_norm.weight", "encoder.layer_norm.bias"]
+    for i in range(len(cfg.conv_layers)):
+        keys.append(f"feature_extractor.conv_layers.{i}.0.weight")
+        if cfg.conv_bias:
+            keys.append(f"feature_extractor.conv_layers.{i}.0.bias")
+        if cfg.extractor_mode == "layer_norm":
+            keys += [f"feature_extractor.conv_layers.{i}.2.1.{p}" for p in ("weight", "bias")]
+    if cfg.extractor_mode == "group_norm":
+        keys += [f"feature_extractor.conv_layers.0.2.{p}" for p in ("weight", "bias")]
+    for i in range(cfg.num_layers):
+        for part in ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj",
+                     "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm"):
+            keys += [f"encoder.layers.{i}.{part}.{p}" for p in ("weight", "bias")]
+    return keys
+
+
+@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
+def test_fairseq_names_agree_with_torchaudio_importer_and_load(mode):
+    from torchaudio.models.wav2vec2.utils.import_fairseq import _map_key
+
+    from speechssl.interop import fairseq_to_torchaudio_key, from_fairseq
+
+    cfg = Wav2Vec2Config.preset("tiny", extractor_mode=mode, conv_bias=mode == "layer_norm")
+    ours = Wav2Vec2(cfg)
+    own = ours.state_dict()
+    keys = fairseq_names(cfg)
+    # every encoder key gets the name torchaudio's own fairseq importer gives it
+    for k in keys:
+        ta = _map_key(k)
+        ours_ta = fairseq_to_torchaudio_key(k)
+        if ta is None:                                   # the pre-training head: not in torchaudio
+            assert ours_ta is None, k
+        else:
+            assert ours_ta == ta.replace(".weight_g", ".parametrizations.weight.original0").replace(
+                ".weight_v", ".parametrizations.weight.original1"), k
+    # a fairseq-named dict with fairseq's shapes loads completely, each tensor landing in its place
+    torch.manual_seed(1)
+    shapes = {"quantizer.vars": (1, cfg.groups * cfg.num_vars, cfg.final_dim // cfg.groups)}
+    fake, expected = {}, from_fairseq({k: torch.zeros(1) for k in keys}, mode)
+    assert set(expected) == set(own)                     # the same set of names, none missing, none extra
+    for k in keys:
+        target = from_fairseq({k: torch.zeros(shapes.get(k, (1,)))}, mode)
+        (name, _), = target.items()
+        fake[k] = torch.randn(shapes.get(k, tuple(own[name].shape)))
+    load_pretrained(ours, from_fairseq(fake, mode), source="fairseq")
+    assert torch.equal(ours.quantizer.codebook, fake["quantizer.vars"][0])
+    assert torch.equal(ours.encoder.layers[1].feed_forward.intermediate_dense.weight, fake["encoder.layers.1.fc1.weight"])
+    assert torch.equal(ours.mask_emb, fake["mask_emb"])
+    # a fine-tuned checkpoint: the w2v_model. prefix goes, the CTC head is reported
+    tuned = {f"w2v_model.{k}": v for k, v in fake.items()}
+    tuned["proj.weight"] = torch.zeros(32, cfg.embed_dim)
+    with pytest.raises(ConfigError, match=r"unexpected keys: \['proj.weight'\]"):
+        load_pretrained(ours, from_fairseq(tuned, mode), source="fine-tuned")

@@ -2,7 +2,8 @@
 
 The architecture is the same everywhere; only the names differ. :func:`from_torchaudio` renames
 the state dict of ``torchaudio.models.wav2vec2_model`` (the encoder and Transformer; torchaudio
-has no quantizer). :func:`load_pretrained` loads a renamed dict and fails with the list of keys
+has no quantizer); :func:`from_fairseq` renames the ``model`` entry of a fairseq ``Wav2Vec2Model``
+checkpoint, quantizer included (a fine-tuned checkpoint's ``w2v_model.`` prefix is removed). :func:`load_pretrained` loads a renamed dict and fails with the list of keys
 that are missing or unexpected, so a checkpoint of another architecture is never half-loaded
 in silence.
 """
@@ -17,7 +18,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["PRETRAINING_ONLY", "from_torchaudio", "load_pretrained"]
+__all__ = ["PRETRAINING_ONLY", "from_fairseq", "from_torchaudio", "load_pretrained"]
 
 #: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` used only by the pre-training task;
 #: an encoder-only checkpoint (torchaudio, a fine-tuned model) does not have them.
@@ -54,8 +55,61 @@ def from_torchaudio(state_dict: Mapping[str, torch.Tensor], extractor_mode: str)
     return out
 
 
-def _pretraining_only(key: str) -> bool:
-    return any(key == p or key.startswith(p) for p in PRETRAINING_ONLY)
+# fairseq name -> torchaudio name of the encoder (the same renaming torchaudio's own fairseq importer does)
+_FAIRSEQ = [
+    (r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.layer_norm.\1"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$", r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"^post_extract_proj\.", "encoder.feature_projection.projection."),
+    (r"^layer_norm\.", "encoder.feature_projection.layer_norm."),
+    (r"^encoder\.pos_conv\.0\.bias$", "encoder.transformer.pos_conv_embed.conv.bias"),
+    (r"^encoder\.pos_conv\.0\.weight_g$", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original0"),
+    (r"^encoder\.pos_conv\.0\.weight_v$", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original1"),
+    (r"^encoder\.layer_norm\.", "encoder.transformer.layer_norm."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.", r"encoder.transformer.layers.\1.attention."),
+    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.", r"encoder.transformer.layers.\1.layer_norm."),
+    (r"^encoder\.layers\.(\d+)\.fc1\.", r"encoder.transformer.layers.\1.feed_forward.intermediate_dense."),
+    (r"^encoder\.layers\.(\d+)\.fc2\.", r"encoder.transformer.layers.\1.feed_forward.output_dense."),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.transformer.layers.\1.final_layer_norm."),
+]
+
+
+def fairseq_to_torchaudio_key(key: str) -> str | None:
+    """The torchaudio name of a fairseq encoder key, or ``None`` for a key torchaudio does not have."""
+    for pattern, repl in _FAIRSEQ:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key)
+    return None
+
+
+def from_fairseq(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) -> dict[str, torch.Tensor]:
+    """Rename the ``model`` state dict of a fairseq ``Wav2Vec2Model`` checkpoint to our names.
+
+    The encoder goes through the torchaudio names (:func:`from_torchaudio`); the pre-training head
+    maps directly: ``mask_emb``; ``quantizer.vars`` ``(1, G V, d)`` -> ``quantizer.codebook``
+    ``(G V, d)``; ``quantizer.weight_proj`` -> ``quantizer.logits_proj``; ``project_q``;
+    ``final_proj``. fairseq's old-style weight norm (``weight_g``, ``weight_v``) becomes the
+    parametrisation of the positional convolution. Other keys (a fine-tuning head ``proj.*``) are
+    kept and reported by :func:`load_pretrained` as unexpected.
+    """
+    encoder: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        key = key[len("w2v_model."):] if key.startswith("w2v_model.") else key
+        if key == "quantizer.vars":
+            out["quantizer.codebook"] = value.reshape(-1, value.shape[-1])
+        elif key.startswith("quantizer.weight_proj."):
+            out["quantizer.logits_proj." + key[len("quantizer.weight_proj."):]] = value
+        elif key == "mask_emb" or key.startswith(("project_q.", "final_proj.")):
+            out[key] = value
+        else:
+            ta = fairseq_to_torchaudio_key(key)
+            if ta is None:
+                out[key] = value
+            else:
+                encoder[ta] = value
+    out.update(from_torchaudio(encoder, extractor_mode))
+    return out
 
 
 def load_pretrained(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict",
