@@ -25,12 +25,21 @@ def test_spans_never_touch_padding_and_have_length_m():
     for b, n in enumerate(lengths.tolist()):
         assert not mask[b, n:].any()
     assert mask[0].sum() >= 10 and mask[1].sum() >= 10
-    assert mask[2, :5].all()        # shorter than a span: the whole sequence
+    # shorter than a span: fairseq draws the start from the first n + 1 = 2 positions and cuts the span
+    assert mask[2, 1:5].all() and mask[2].sum() >= 4
     assert not mask[3].any()
     # a single span is M contiguous positions
     one = span_mask(torch.tensor([100]), 100, 0.0, 10, min_spans=1, generator=g)[0]
     pos = one.nonzero().flatten()
     assert len(pos) == 10 and int(pos[-1] - pos[0]) == 9
+
+
+def test_span_starts_follow_fairseq_range():
+    # fairseq compute_mask_indices draws starts from 0 .. L - M - 1: with L = 30 and M = 10 the
+    # last start is 19, so the last frame is never masked, while frame 28 can be
+    g = torch.Generator().manual_seed(2)
+    masks = span_mask(torch.full((4000,), 30), 30, 0.05, 10, min_spans=1, generator=g)
+    assert not masks[:, 29].any() and masks[:, 28].any() and masks[:, 0].any()
 
 
 def test_masks_are_reproducible_with_a_generator():

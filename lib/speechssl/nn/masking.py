@@ -10,8 +10,9 @@ the same way with ``p = 0.065, M = 10`` (about 49%), and HuBERT with ``p = 0.08`
 
 The number of starts per sequence of length ``L`` is ``floor(p * L + u)`` with ``u ~ U[0, 1)``
 (an unbiased rounding of ``p * L``, as fairseq's ``compute_mask_indices``, whose ``mask_prob``
-is ``p * M``), at least ``min_spans``. Starts are drawn from ``0 .. L - M`` so that every
-span lies inside the sequence (``0`` when ``L < M``, then the span is cut at ``L``).
+is ``p * M``), at least ``min_spans``. As there, the starts are drawn without replacement from
+``0 .. L - M - 1`` (from the first ``n + 1`` positions when fewer than ``n + 1`` remain, in which
+case spans are cut at ``L``).
 
 **Token corruption** (:func:`corrupt_tokens`). The masked positions become the prediction
 targets; their inputs are replaced by a ``<mask>`` token, or (BERT, Devlin et al. 2019) 80% by
@@ -65,7 +66,12 @@ def span_mask(lengths: torch.Tensor, max_len: int, start_prob: float, span_lengt
             continue
         u = float(torch.rand((), generator=generator, device=dev))
         n_starts = max(int(math.floor(start_prob * length + u)), min_spans)
-        n_positions = max(length - span_length + 1, 1)   # starts keep the span inside the sequence
+        # fairseq compute_mask_indices: starts are drawn without replacement from 0 .. L - M - 1, or from
+        # n_starts + 1 positions when that range is too small (a span may then be cut at L)
+        n_positions = length - span_length
+        if n_positions <= n_starts:
+            n_positions = n_starts + 1
+        n_positions = min(n_positions, length)
         n_starts = min(n_starts, n_positions)
         if n_starts == 0:
             continue
