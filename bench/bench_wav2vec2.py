@@ -38,10 +38,7 @@ class TorchaudioEncoder(torch.nn.Module):
         feats, frames = self.ta.feature_extractor(audio, lengths)                # (B, T, C)
         normed = self.ta.encoder.feature_projection.layer_norm(feats)
         x = self.ta.encoder.feature_projection.dropout(self.ta.encoder.feature_projection.projection(normed))
-        from speechssl.nn.masking import span_mask
-        cfg = self.head.cfg
-        m = span_mask(frames, x.shape[1], cfg.mask_start_prob, cfg.mask_length, min_spans=cfg.mask_min_spans)
-        x = torch.where(m.unsqueeze(-1), self.head.mask_emb.to(x.dtype), x)
+        x, m = self.head.apply_mask(x, frames)
         x = self.ta.encoder.transformer(x)
         out = Wav2Vec2Output(x=x, features=normed, lengths=frames, mask=m, features_pen=feats.float().pow(2).mean())
         return self.head.pretraining_loss(out, num_updates)

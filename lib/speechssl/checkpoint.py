@@ -30,8 +30,8 @@ import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -107,25 +107,31 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
+    with _atomic_target(path) as tmp, open(tmp, "xb") as f:
+        _write_state(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+@contextmanager
+def _atomic_target(dst: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``dst``; on success rename it over ``dst`` and ``fsync`` the
+    folder, on any error (or interrupt) remove it and re-raise. The caller writes the file."""
+    tmp = _temp_path(dst)
     try:
-        with open(tmp, "xb") as f:
-            _write_state(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        os.replace(tmp, dst)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
-    return path
+    _fsync_dir(dst.parent)
 
 
 def _atomic_link_or_copy(src: Path, dst: Path) -> None:
     """Make ``dst`` a complete copy of ``src`` atomically (hard link where possible)."""
-    tmp = _temp_path(dst)
-    try:
+    with _atomic_target(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
@@ -133,12 +139,6 @@ def _atomic_link_or_copy(src: Path, dst: Path) -> None:
                 shutil.copyfileobj(fin, fout, length=1 << 20)
                 fout.flush()
                 os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dst.parent)
 
 
 class CheckpointManager:

@@ -27,8 +27,8 @@ The model, top-down (paper Sec. 2 and 3):
 
 Sizes (Sec. 4.2, fairseq configs): BASE 12 layers of width 768, FFN 3072, 12 heads (the paper's
 text says 8; the released checkpoints and fairseq use 12), final dimension 256, LayerDrop 0.05;
-LARGE 24 layers of 1024, FFN 4096, 16 heads, final dimension 768, LayerDrop 0.2 (0.1 for the
-LibriVox model), layer-norm encoder with convolution bias, pre-LN Transformer.
+LARGE 24 layers of 1024, FFN 4096, 16 heads, final dimension 768, LayerDrop 0.2, with the
+layer-norm encoder, convolution bias and pre-LN Transformer of fairseq's LibriVox LARGE model.
 """
 
 from __future__ import annotations
@@ -138,10 +138,9 @@ class Wav2Vec2Config:
 
 WAV2VEC2_PRESETS: dict[str, Wav2Vec2Config] = {
     "base": Wav2Vec2Config(),
-    # fairseq wav2vec2_large_librivox: layer-norm encoder with bias, pre-LN, final_dim 768
+    # Sec. 4.2 LARGE; layer-norm encoder with bias and pre-LN as fairseq's wav2vec2_large_librivox
     "large": Wav2Vec2Config(extractor_mode="layer_norm", conv_bias=True, embed_dim=1024, num_layers=24,
-                            num_heads=16, ffn_dim=4096, layer_norm_first=True, final_dim=768, layer_drop=0.2,
-                            dropout_input=0.1, dropout_features=0.1),
+                            num_heads=16, ffn_dim=4096, layer_norm_first=True, final_dim=768, layer_drop=0.2),
     "reduced": Wav2Vec2Config(conv_layers=tuple((256, k, s) for _, k, s in CONV_LAYERS), embed_dim=384,
                               num_layers=6, num_heads=6, ffn_dim=1536, final_dim=128),
     "tiny": Wav2Vec2Config(conv_layers=tuple((128, k, s) for _, k, s in CONV_LAYERS), embed_dim=192,
@@ -271,18 +270,27 @@ class Wav2Vec2(nn.Module):
         feats, frames, pen = self.encode(audio, lengths)
         padding = lengths_to_padding_mask(frames, feats.shape[1])
         x = self.dropout_input(self.post_extract_proj(feats))                 # (B, T, D)
-        m = None
-        if mask is True:
-            m = span_mask(frames, x.shape[1], self.cfg.mask_start_prob, self.cfg.mask_length,
-                          min_spans=self.cfg.mask_min_spans)
-        elif isinstance(mask, torch.Tensor):
-            m = mask.to(torch.bool) & ~padding
-        if m is not None:
-            x = torch.where(m.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
+        x, m = self.apply_mask(x, frames, mask)
         out = self.encoder(x, padding if bool(padding.any()) else None, return_hidden_states=return_hidden_states,
                            num_layers=num_layers)
         return Wav2Vec2Output(x=out.x, features=feats, lengths=frames, mask=m, hidden_states=out.hidden_states,
                               features_pen=pen)
+
+    def apply_mask(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Replace masked frames of ``x`` ``(B, T, D)`` by ``mask_emb`` (Sec. 3.1): ``(x, mask or None)``.
+
+        ``mask``: ``True`` draws spans as in pre-training, ``False`` masks nothing, a ``(B, T)``
+        bool tensor names the frames (padding is never masked).
+        """
+        if mask is False:
+            return x, None
+        if mask is True:
+            m = span_mask(lengths, x.shape[1], self.cfg.mask_start_prob, self.cfg.mask_length,
+                          min_spans=self.cfg.mask_min_spans)
+        else:
+            m = mask.to(torch.bool) & ~lengths_to_padding_mask(lengths, x.shape[1])
+        return torch.where(m.unsqueeze(-1), self.mask_emb.to(x.dtype), x), m
 
     def compute_loss(self, batch: Mapping, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
         """Contrastive loss + ``alpha`` diversity + feature penalty, averaged over masked frames.
