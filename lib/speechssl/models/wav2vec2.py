@@ -45,7 +45,7 @@ from ..errors import ConfigError
 from ..nn.conv import ConvFeatureEncoder, config_error, lengths_to_padding_mask
 from ..nn.masking import span_mask
 from ..nn.quantizers import GumbelQuantizer
-from ..nn.transformer import ConvPositionalEmbedding, TransformerEncoder
+from ..nn.transformer import ConvPositionalEmbedding, TransformerEncoder, init_bert_params
 from .wav2vec import audio_from_batch, check_receptive_field
 
 __all__ = ["Wav2Vec2", "Wav2Vec2Config", "Wav2Vec2Output", "WAV2VEC2_PRESETS", "sample_masked_negatives"]
@@ -227,6 +227,23 @@ class Wav2Vec2(nn.Module):
                                          min_temp=cfg.min_temp, temp_decay=cfg.temp_decay)
         self.project_q = nn.Linear(cfg.final_dim, cfg.final_dim)
         self.final_proj = nn.Linear(cfg.embed_dim, cfg.final_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """fairseq's initialisation (``wav2vec2.py``), which PyTorch's defaults do not match.
+
+        - feature encoder convolutions: ``kaiming_normal_`` (``ConvFeatureExtractionModel``). With
+          PyTorch's default (uniform, gain ``1/sqrt(3)``) each unnormalised layer shrinks the signal,
+          and the BASE/tiny encoder output starts near 1e-3: the feature layer norm then sees mostly
+          its ``eps`` and pre-training stalls at chance;
+        - Transformer linear layers: ``N(0, 0.02)``, zero bias (``TransformerEncoder`` applies
+          ``init_bert_params``); the positional convolution keeps its own init;
+        - ``post_extract_proj``, ``project_q``, ``final_proj`` keep PyTorch's default, the quantizer
+          and ``mask_emb`` their fairseq init (set where they are built).
+        """
+        for block in self.feature_encoder.blocks:
+            nn.init.kaiming_normal_(block.conv.weight)
+        self.encoder.layers.apply(init_bert_params)
 
     # -- facts ------------------------------------------------------------------------------------
     @property
@@ -238,6 +255,13 @@ class Wav2Vec2(nn.Module):
     def hop(self) -> int:
         """Samples between frames (320, 20 ms)."""
         return self.feature_encoder.hop
+
+    @property
+    def min_input_samples(self) -> int:
+        """Shortest usable training utterance: ``K + 1`` frames, so that a masked frame can find
+        ``K`` distractors (``receptive_field + K * hop``: 32,400 samples, 2 s, for the paper). The
+        training command drops shorter utterances, as fairseq's ``min_sample_size`` does."""
+        return self.receptive_field + max(self.cfg.num_negatives, self.cfg.mask_length) * self.hop
 
     @property
     def chance_loss(self) -> float:
