@@ -483,3 +483,24 @@ def test_cli_trains_and_resumes(fake_registry, corpus, tmp_path, monkeypatch, ca
         assert main(argv[:-1] + ["5", "--resume"]) == 0
     assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4, 5]
     assert fake_registry.built == ["tiny", "tiny", "tiny"]
+
+
+def test_cli_drops_utterances_shorter_than_the_model_needs(fake_registry, corpus, tmp_path, monkeypatch, capsys,
+                                                          caplog):
+    utts, root = corpus
+    lengths = sorted(u.num_samples for u in utts)
+    monkeypatch.setattr(train_mod, "_load_utterances", lambda *a: (utts, root))
+    built = fake_registry.build
+
+    def build_with_minimum(scale, minimum):
+        model = built(scale)
+        model.min_input_samples = minimum
+        return model
+
+    monkeypatch.setattr(fake_registry, "build", lambda scale: build_with_minimum(scale, lengths[1]))
+    with caplog.at_level("INFO", logger="speechssl.train"):
+        assert main(["tiny_conv", "--out", str(tmp_path / "a"), "--max-steps", "1"]) == 0
+    assert f"dropped 1 of {len(utts)} utterances shorter than {lengths[1]} samples" in caplog.text
+    monkeypatch.setattr(fake_registry, "build", lambda scale: build_with_minimum(scale, lengths[-1] + 1))
+    assert main(["tiny_conv", "--out", str(tmp_path / "b"), "--max-steps", "1"]) == 2
+    assert f"shorter than the model's minimum of {lengths[-1] + 1} samples" in capsys.readouterr().err

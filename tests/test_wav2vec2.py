@@ -211,3 +211,34 @@ def test_fairseq_names_agree_with_torchaudio_importer_and_load(mode):
     tuned["proj.weight"] = torch.zeros(32, cfg.embed_dim)
     with pytest.raises(ConfigError, match=r"unexpected keys: \['proj.weight'\]"):
         load_pretrained(ours, from_fairseq(tuned, mode), source="fine-tuned")
+
+
+def test_fairseq_initialisation_keeps_the_encoder_output_alive():
+    """kaiming_normal_ convolutions and N(0, 0.02) Transformer weights (fairseq wav2vec2.py). With
+    PyTorch's default convolution init, the tiny encoder's output had a mean square of 4e-7."""
+    torch.manual_seed(0)
+    m = Wav2Vec2(Wav2Vec2Config.preset("tiny"))
+    conv = m.feature_encoder.blocks[3].conv.weight
+    fan_in = conv.shape[1] * conv.shape[2]
+    assert conv.std().item() == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.05)
+    q = m.encoder.layers[0].attention.q_proj
+    assert q.weight.std().item() == pytest.approx(0.02, rel=0.05) and not q.bias.any()
+    _, _, pen = m.encode(torch.randn(2, 16_000))
+    assert pen.item() > 1e-2
+
+
+def test_minimum_input_and_dropping_short_utterances():
+    from types import SimpleNamespace
+
+    from speechssl.train import drop_short_utterances
+
+    m = Wav2Vec2(Wav2Vec2Config.preset("tiny"))
+    need = m.min_input_samples
+    assert need == 400 + 100 * 320
+    assert int(m.frame_lengths(torch.tensor([need]))) == m.cfg.num_negatives + 1
+    utts = [SimpleNamespace(id=f"u{i}", num_samples=n) for i, n in enumerate((need - 1, need, 5 * need))]
+    assert [u.id for u in drop_short_utterances(utts, need)] == ["u1", "u2"]
+    assert len(drop_short_utterances(utts, None)) == 3
+    with pytest.raises(ConfigError, match=r"pretrain: every utterance is shorter than the model's minimum of 32400 "
+                                          r"samples \(the longest has 100\)"):
+        drop_short_utterances([SimpleNamespace(id="a", num_samples=100)], need, what="pretrain")

@@ -94,6 +94,7 @@ __all__ = [
     "Trainer",
     "build_arg_parser",
     "config_from_args",
+    "drop_short_utterances",
     "init_distributed",
     "main",
     "make_train_dataset",
@@ -407,6 +408,23 @@ def make_train_dataset(
     )
     options.update(kwargs)
     return AudioDataset(utterances, root, **options)
+
+
+def drop_short_utterances(utterances: Sequence, min_samples: int | None, *, what: str = "training set") -> list:
+    """The utterances of at least ``min_samples`` samples (all when ``None``), logging how many
+    were dropped (fairseq's ``min_sample_size``). A :class:`ConfigError` when none is left."""
+    utterances = list(utterances)
+    if not min_samples:
+        return utterances
+    kept = [u for u in utterances if u.num_samples >= min_samples]
+    if not kept:
+        longest = max((u.num_samples for u in utterances), default=0)
+        raise ConfigError(f"{what}: every utterance is shorter than the model's minimum of {min_samples} samples "
+                          f"(the longest has {longest}); use longer recordings or a model that needs fewer frames")
+    if len(kept) < len(utterances):
+        log.info("%s: dropped %d of %d utterances shorter than %d samples", what, len(utterances) - len(kept),
+                 len(utterances), min_samples)
+    return kept
 
 
 # =========================================================================== distributed
@@ -1369,9 +1387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset_kwargs = getattr(spec, "dataset_kwargs", None)
         if callable(dataset_kwargs):
             extra = dict(dataset_kwargs(config.scale, root, "pretrain" if kind == "synth" else "+".join(args.subsets)))
-        dataset = make_train_dataset(config, utterances, root, **extra)
         seed_everything(config.seed)
         model = spec.build(config.scale)
+        utterances = drop_short_utterances(utterances, getattr(model, "min_input_samples", None),
+                                           what=f"{args.data} ({args.model})")
+        dataset = make_train_dataset(config, utterances, root, **extra)
         trainer = Trainer(model, config, dataset)
         history = trainer.fit(resume=args.resume, overwrite=args.overwrite)
         if info.is_main:
