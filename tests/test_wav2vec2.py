@@ -213,6 +213,49 @@ def test_fairseq_names_agree_with_torchaudio_importer_and_load(mode):
         load_pretrained(ours, from_fairseq(tuned, mode), source="fine-tuned")
 
 
+@pytest.mark.parametrize("mode, stable", [("group_norm", False), ("layer_norm", True)])
+def test_huggingface_weights_load_and_give_the_same_outputs(mode, stable):
+    """A ``transformers`` model with random weights (BASE-like post-LN with a group-norm encoder,
+    LARGE-like pre-LN with layer norms): renamed, loaded strictly, same encoder, Transformer and
+    quantizer outputs."""
+    transformers = pytest.importorskip("transformers")  # in requirements-lock.txt, so CI runs this
+    from speechssl.interop import from_huggingface
+
+    torch.manual_seed(0)
+    hf_args = dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
+        conv_bias=stable, feat_extract_norm="layer" if stable else "group", do_stable_layer_norm=stable,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_codevectors_per_group=8,
+        num_codevector_groups=2, codevector_dim=32, proj_codevector_dim=32)
+    ref = transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**hf_args)).eval()
+    cfg = Wav2Vec2Config(conv_layers=tuple((32, k, s) for _, k, s in Wav2Vec2Config().conv_layers),
+                         extractor_mode=mode, conv_bias=stable, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128,
+                         layer_norm_first=stable, conv_pos=16, conv_pos_groups=4, final_dim=32, num_vars=8, groups=2)
+    ours = Wav2Vec2(cfg).eval()
+    renamed = from_huggingface(ref.state_dict(), mode)
+    assert set(renamed) == set(ours.state_dict())                       # nothing missing, nothing extra
+    load_pretrained(ours, renamed, source="transformers", allow_missing=())
+    x = torch.randn(2, 8_000)
+    with torch.no_grad():
+        hf = ref.wav2vec2(x, output_hidden_states=True)
+        out = ours(x, return_hidden_states=True)
+        assert (hf.extract_features - out.features).abs().max() <= 1e-5       # normalised encoder output
+        assert (hf.last_hidden_state - out.x).abs().max() <= 1e-5
+        if not stable:                                                       # post-LN: every layer's output
+            for i, (a, b) in enumerate(zip(hf.hidden_states, out.hidden_states)):
+                assert (a - b).abs().max() <= 1e-5, f"hidden state {i}"
+        # the quantizer picks the same entries (eval: argmax) and project_q / project_hid agree
+        q_ref, _ = ref.quantizer(hf.extract_features)
+        q = ours.quantizer(out.features, out.lengths).x
+        assert (ref.project_q(q_ref) - ours.project_q(q)).abs().max() <= 1e-5
+        assert (ref.project_hid(hf.last_hidden_state) - ours.final_proj(out.x)).abs().max() <= 1e-5
+    # a CTC model: the prefix goes, the lm_head is reported
+    ctc = transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**hf_args, vocab_size=12))
+    with pytest.raises(ConfigError, match=r"unexpected keys: \['lm_head\.weight', 'lm_head\.bias'\]"):
+        load_pretrained(ours, from_huggingface(ctc.state_dict(), mode), source="transformers CTC")
+
+
+
 def test_fairseq_initialisation_keeps_the_encoder_output_alive():
     """kaiming_normal_ convolutions and N(0, 0.02) Transformer weights (fairseq wav2vec2.py). With
     PyTorch's default convolution init, the tiny encoder's output had a mean square of 4e-7."""

@@ -3,9 +3,11 @@
 The architecture is the same everywhere; only the names differ. :func:`from_torchaudio` renames
 the state dict of ``torchaudio.models.wav2vec2_model`` (the encoder and Transformer; torchaudio
 has no quantizer); :func:`from_fairseq` renames the ``model`` entry of a fairseq ``Wav2Vec2Model``
-checkpoint, quantizer included (a fine-tuned checkpoint's ``w2v_model.`` prefix is removed). :func:`load_pretrained` loads a renamed dict and fails with the list of keys
-that are missing or unexpected, so a checkpoint of another architecture is never half-loaded
-in silence.
+checkpoint, quantizer included (a fine-tuned checkpoint's ``w2v_model.`` prefix is removed);
+:func:`from_huggingface` renames a ``transformers`` ``Wav2Vec2Model``, ``Wav2Vec2ForPreTraining``
+or ``Wav2Vec2ForCTC`` state dict. :func:`load_pretrained` loads a renamed dict and fails with the
+list of keys that are missing or unexpected, so a checkpoint of another architecture is never
+half-loaded in silence.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["PRETRAINING_ONLY", "from_fairseq", "from_torchaudio", "load_pretrained"]
+__all__ = ["PRETRAINING_ONLY", "from_fairseq", "from_huggingface", "from_torchaudio", "load_pretrained"]
 
 #: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` used only by the pre-training task;
 #: an encoder-only checkpoint (torchaudio, a fine-tuned model) does not have them.
@@ -108,6 +110,52 @@ def from_fairseq(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) ->
                 out[key] = value
             else:
                 encoder[ta] = value
+    out.update(from_torchaudio(encoder, extractor_mode))
+    return out
+
+
+# Hugging Face name (``wav2vec2.`` prefix removed) -> torchaudio name of the encoder
+_HUGGINGFACE = [
+    (r"^(feature_extractor\.conv_layers\.\d+\.(conv|layer_norm)\.(weight|bias))$", r"\1"),
+    (r"^feature_projection\.", "encoder.feature_projection."),
+    (r"^encoder\.pos_conv_embed\.conv\.weight_g$", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original0"),
+    (r"^encoder\.pos_conv_embed\.conv\.weight_v$", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original1"),
+    (r"^encoder\.(pos_conv_embed|layer_norm|layers)\.", r"encoder.transformer.\1."),
+]
+
+
+def from_huggingface(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) -> dict[str, torch.Tensor]:
+    """Rename a ``transformers`` wav2vec 2.0 state dict to our names.
+
+    Accepts ``Wav2Vec2Model`` (no prefix) and ``Wav2Vec2ForPreTraining`` / ``Wav2Vec2ForCTC``
+    (``wav2vec2.`` prefix). The encoder goes through the torchaudio names (:func:`from_torchaudio`;
+    ``extractor_mode`` is ``"group_norm"`` for ``feat_extract_norm="group"``, ``"layer_norm"``
+    for ``"layer"``); the pre-training head maps directly: ``masked_spec_embed`` -> ``mask_emb``,
+    ``quantizer.codevectors`` ``(1, G V, d)`` -> ``quantizer.codebook``, ``quantizer.weight_proj``
+    -> ``quantizer.logits_proj``, ``project_hid`` -> ``final_proj``, ``project_q``. Other keys (a
+    CTC ``lm_head``, an adapter) are kept and reported by :func:`load_pretrained` as unexpected.
+    """
+    encoder: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        key = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
+        if key == "masked_spec_embed":
+            out["mask_emb"] = value
+        elif key == "quantizer.codevectors":
+            out["quantizer.codebook"] = value.reshape(-1, value.shape[-1])
+        elif key.startswith("quantizer.weight_proj."):
+            out["quantizer.logits_proj." + key[len("quantizer.weight_proj."):]] = value
+        elif key.startswith("project_hid."):
+            out["final_proj." + key[len("project_hid."):]] = value
+        elif key.startswith("project_q."):
+            out[key] = value
+        else:
+            for pattern, repl in _HUGGINGFACE:
+                if re.match(pattern, key):
+                    encoder[re.sub(pattern, repl, key)] = value
+                    break
+            else:
+                out[key] = value
     out.update(from_torchaudio(encoder, extractor_mode))
     return out
 
