@@ -103,3 +103,45 @@ def test_missing_targets_is_a_clear_error():
     del b["targets"]
     with pytest.raises(ConfigError, match="needs 'targets' and 'target_lengths'"):
         m.compute_loss(b)
+
+
+def test_beam_search_agrees_with_greedy_on_a_peaked_path():
+    pytest.importorskip("flashlight.lib.text")  # in requirements-lock.txt, so CI runs this
+    from speechssl.models.ctc import beam_decode
+
+    path = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 0, 3, 4], [2, 0, 2, 2, 0, 0, 0, 0, 0, 0]])
+    lp = (F.one_hot(path, 5).float() * 8).log_softmax(-1)
+    lengths = torch.tensor([10, 6])
+    assert beam_decode(lp, lengths, VOCAB, beam_size=8) == greedy_decode(lp, lengths) == [[1, 1, 2, 3, 4], [2, 2]]
+    # where greedy's best path is not the most likely labelling, beam search finds the better one:
+    # two frames each 0.6 blank / 0.4 "AA": best path = blank blank (empty), but p("AA") = 0.64 > p("") = 0.36
+    two = torch.tensor([[[0.6, 0.4, 0.0, 0.0, 0.0]] * 2]).clamp_min(1e-6).log()
+    assert greedy_decode(two, torch.tensor([2])) == [[]]
+    assert beam_decode(two, torch.tensor([2]), VOCAB, beam_size=8) == [[1]]
+
+
+def test_transcribed_audio_and_per(tmp_path):
+    import soundfile as sf
+
+    from speechssl.data.dataset import AudioDataset
+    from speechssl.data.manifest import Utterance
+    from speechssl.models.ctc import TranscribedAudio, evaluate_per
+
+    m = small_model()
+    utts = []
+    for i, phones in enumerate((["AA", "B"], ["K", "S", "S"], [])):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, torch.randn(8_000).numpy() * 0.1, 16_000)
+        utts.append(Utterance(id=f"u{i}", path=path.name, num_samples=8_000, speaker="s", phones=phones))
+    with pytest.raises(ConfigError, match=r"utterance 'u2' \(u2.wav\): no phone transcript"):
+        TranscribedAudio(AudioDataset(utts, tmp_path), m)
+    utts[2].phones = ["AA", "ZH"]
+    with pytest.raises(ConfigError, match=r"utterance 'u2': symbols \['ZH'\]"):
+        TranscribedAudio(AudioDataset(utts, tmp_path), m)
+    data = TranscribedAudio(AudioDataset(utts[:2], tmp_path), m)
+    b = collate_ctc([data[0], data[1]])
+    assert b["targets"].tolist() == [[1, 2, -1], [3, 4, 4]]
+    per, pairs = evaluate_per(m, [b])
+    assert [r for r, _ in pairs] == [["AA", "B"], ["K", "S", "S"]] and per.reference_length == 5
+    assert per.errors == sum(__import__("torchaudio").functional.edit_distance(r, h) for r, h in pairs)
+    assert m.training                                                      # mode restored

@@ -28,12 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..metrics import ErrorRate, phone_error_rate
 from ..nn.conv import config_error, lengths_to_padding_mask
 from ..nn.masking import span_mask
 from .wav2vec import audio_from_batch, check_receptive_field
 from .wav2vec2 import Wav2Vec2
 
-__all__ = ["BLANK", "CTCConfig", "Wav2Vec2CTC", "collate_ctc", "greedy_decode"]
+__all__ = ["BLANK", "CTCConfig", "TranscribedAudio", "Wav2Vec2CTC", "beam_decode", "collate_ctc", "evaluate_per",
+           "greedy_decode"]
 
 #: Index of the CTC blank in every vocabulary of this module.
 BLANK = 0
@@ -190,3 +192,73 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[i
         path = torch.unique_consecutive(best[b, : int(n)])
         out.append([int(i) for i in path if int(i) != BLANK])
     return out
+
+
+class TranscribedAudio(torch.utils.data.Dataset):
+    """Whole utterances with their phone transcripts as CTC targets.
+
+    Wraps an :class:`~speechssl.data.dataset.AudioDataset` (which checks every file: rate,
+    channels, length, NaN) and adds ``targets`` ``(S,)``: the manifest's ``phones`` encoded
+    by ``model.encode_targets``. An utterance without a transcript, or with a phone the
+    vocabulary lacks, is an error that names it.
+    """
+
+    def __init__(self, audio: torch.utils.data.Dataset, model: Wav2Vec2CTC) -> None:
+        self.audio = audio
+        self.targets = []
+        for u in audio.utterances:
+            if not u.phones:
+                raise ConfigError(f"utterance {u.id!r} ({u.path}): no phone transcript in the manifest; CTC "
+                                  f"fine-tuning needs one for every utterance")
+            self.targets.append(model.encode_targets(u.phones, source=f"utterance {u.id!r}"))
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.audio[index]
+        item["targets"] = self.targets[index]
+        return item
+
+
+def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Sequence[str], *, beam_size: int = 50
+                ) -> list[list[int]]:
+    """Lexicon-free beam search without a language model (``torchaudio.models.decoder.ctc_decoder``),
+    merging hypotheses that reach the same labelling by adding their probabilities (``log_add``).
+
+    Needs the ``flashlight-text`` package; raises ``ImportError`` naming it otherwise. Returns
+    output indices (as :func:`greedy_decode`) of the best hypothesis per utterance.
+    """
+    try:
+        from torchaudio.models.decoder import ctc_decoder
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError("beam search needs torchaudio's CTC decoder and the flashlight-text package "
+                          "(pip install flashlight-text)") from e
+    sil = "|"                                # the decoder wants a silence token; the model never emits it
+    tokens = ["<blank>", *vocab, sil]
+    decoder = ctc_decoder(lexicon=None, tokens=tokens, lm=None, nbest=1, beam_size=beam_size,
+                          blank_token="<blank>", sil_token=sil, unk_word="<unk>", log_add=True)
+    lp = log_probs.detach().float().cpu()
+    never = torch.full((*lp.shape[:2], 1), -1e4)                          # log-probability of the silence column
+    hyps = decoder(torch.cat([lp, never], -1).contiguous(), lengths.to(torch.int32).cpu())
+    return [[int(t) for t in h[0].tokens if 0 < int(t) <= len(vocab)] for h in hyps]
+
+
+@torch.no_grad()
+def evaluate_per(model: Wav2Vec2CTC, batches: Sequence[Mapping], *, beam_size: int | None = None
+                 ) -> tuple[ErrorRate, list[tuple[list[str], list[str]]]]:
+    """Phone error rate of greedy (``beam_size=None``) or beam-search decoding over ``batches``
+    (from :func:`collate_ctc`): ``(ErrorRate, [(reference, hypothesis), ...])``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pairs = []
+    for b in batches:
+        log_probs, frames = model(b["audio"].to(device), b["lengths"].to(device))
+        hyps = (greedy_decode(log_probs, frames) if beam_size is None
+                else beam_decode(log_probs, frames, model.vocab, beam_size=beam_size))
+        for i, h in enumerate(hyps):
+            ref = b["targets"][i, : int(b["target_lengths"][i])].tolist()
+            pairs.append((model.decode_ids(ref), model.decode_ids(h)))
+    model.train(was_training)
+    return phone_error_rate([r for r, _ in pairs], [h for _, h in pairs]), pairs
