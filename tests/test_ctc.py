@@ -50,6 +50,11 @@ def test_freeze_schedule_and_feature_encoder_never_trained():
         layer_grad = m.encoder.encoder.layers[0].attention.q_proj.weight.grad
         assert (layer_grad is not None) == encoder_learns, step
         assert all(p.grad is None for p in m.encoder.feature_encoder.parameters())  # feature_grad_mult 0.0
+    scratch = small_model(freeze_updates=0, train_feature_encoder=True)
+    scratch.compute_loss(batch(scratch))[0].backward()
+    assert all(p.grad is not None for p in scratch.encoder.feature_encoder.parameters())
+    with pytest.raises(ConfigError, match="train_feature_encoder"):
+        small_model(linear_probe=True, train_feature_encoder=True)
     probe = small_model(freeze_updates=0, linear_probe=True)
     loss, met = probe.compute_loss(batch(probe), num_updates=10**6)
     loss.backward()

@@ -15,7 +15,9 @@ few labeled utterances. Following the paper and fairseq's ``wav2vec_ctc`` model:
   with infinite losses (targets longer than the frames) set to zero (``zero_infinity: true``).
 
 ``linear_probe=True`` keeps the whole encoder frozen for the entire run: frozen pre-trained
-features with a linear CTC layer, the third row of the fine-tuning chapter's table.
+features with a linear CTC layer, the third row of the fine-tuning chapter's table. A model
+trained from scratch on the labels (the first row) sets ``freeze_updates=0`` and
+``train_feature_encoder=True``: a random encoder that never learns would be no baseline.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class CTCConfig:
 
     freeze_updates: int = 10_000         # freeze_finetune_updates: Transformer frozen before this update
     linear_probe: bool = False           # keep the whole encoder frozen (frozen features + linear CTC)
+    train_feature_encoder: bool = False  # True only for a model trained from scratch on the labels
     mask_prob: float = 0.65              # time masking, fairseq semantics (p * M, see Wav2Vec2Config)
     mask_length: int = 10
     mask_channel_prob: float = 0.25      # channel masking: share of channels covered ...
@@ -71,6 +74,8 @@ class CTCConfig:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise config_error(owner, name, "a probability in [0, 1)", v)
+        if self.linear_probe and self.train_feature_encoder:
+            raise config_error(owner, "train_feature_encoder", "False with linear_probe=True (a frozen encoder)", True)
 
 
 class Wav2Vec2CTC(nn.Module):
@@ -98,8 +103,9 @@ class Wav2Vec2CTC(nn.Module):
         self.head = nn.Linear(encoder.cfg.embed_dim, 1 + len(self.vocab))
         nn.init.xavier_uniform_(self.head.weight)                   # fairseq Linear() for the CTC projection
         nn.init.zeros_(self.head.bias)
-        for p in self.encoder.feature_encoder.parameters():          # feature_grad_mult 0.0
-            p.requires_grad_(False)
+        if not cfg.train_feature_encoder:                             # feature_grad_mult 0.0
+            for p in self.encoder.feature_encoder.parameters():
+                p.requires_grad_(False)
         if cfg.linear_probe:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
