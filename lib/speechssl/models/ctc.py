@@ -221,6 +221,11 @@ class TranscribedAudio(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.audio)
 
+    @property
+    def sizes(self):
+        """Length in samples of every item (for length-grouped batching)."""
+        return self.audio.sizes
+
     def __getitem__(self, index: int) -> dict:
         item = self.audio[index]
         item["targets"] = self.targets[index]
