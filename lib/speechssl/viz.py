@@ -213,8 +213,10 @@ def plot_training_curves(history: Sequence[dict], panels: Sequence[tuple[str, st
 
 
 def plot_score_matrix(scores: np.ndarray, offset: int, title: str = "", xlabel: str = "target frame j",
-                      ylabel: str = "context frame i", colorbar: str = "score") -> plt.Figure:
-    """``scores[i, j]`` (e.g. ``h_k(c_i) . z_j``) with the positives ``j = i + offset`` marked by dots.
+                      ylabel: str = "context frame i", colorbar: str = "score",
+                      positive_label: str | None = None) -> plt.Figure:
+    """``scores[i, j]`` (e.g. ``h_k(c_i) . z_j``) with the positives ``j = i + offset`` marked by dots
+    (legend ``positive_label``, by default "true future (j = i + offset)").
 
     A model that learned its task scores the marked cell of each row above most of the row.
     """
@@ -224,7 +226,8 @@ def plot_score_matrix(scores: np.ndarray, offset: int, title: str = "", xlabel: 
     i = np.arange(scores.shape[0])
     j = i + offset
     ok = j < scores.shape[1]
-    ax.plot(j[ok], i[ok], ".", color="cyan", ms=2.0, label=f"true future (j = i + {offset})")
+    label = positive_label if positive_label is not None else f"true future (j = i + {offset})"
+    ax.plot(j[ok], i[ok], ".", color="cyan", ms=2.0, label=label)
     ax.legend(fontsize=7, loc="lower left")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
