@@ -75,9 +75,8 @@ def test_loss_is_ctc_summed_per_utterance_and_averaged():
 
 def test_masking_only_in_training_and_channel_spans():
     m = small_model(mask_prob=0.65, mask_channel_prob=0.25, mask_channel_length=8)
-    x = torch.randn(3, 50, m.encoder.cfg.embed_dim)
-    cm = m.channel_mask(x)
-    assert cm.shape == (3, x.shape[-1]) and cm.any()
+    cm = m.channel_mask(3)
+    assert cm.shape == (3, m.encoder.cfg.embed_dim) and cm.any()
     m.eval()
     b = batch(m)
     with torch.no_grad():

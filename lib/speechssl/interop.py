@@ -76,12 +76,37 @@ _FAIRSEQ = [
 ]
 
 
-def fairseq_to_torchaudio_key(key: str) -> str | None:
-    """The torchaudio name of a fairseq encoder key, or ``None`` for a key torchaudio does not have."""
-    for pattern, repl in _FAIRSEQ:
+def _first_match(table: list[tuple[str, str]], key: str) -> str | None:
+    for pattern, repl in table:
         if re.match(pattern, key):
             return re.sub(pattern, repl, key)
     return None
+
+
+def fairseq_to_torchaudio_key(key: str) -> str | None:
+    """The torchaudio name of a fairseq encoder key, or ``None`` for a key torchaudio does not have."""
+    return _first_match(_FAIRSEQ, key)
+
+
+def _rename(state_dict: Mapping[str, torch.Tensor], extractor_mode: str, *, prefix: str, codebook: str,
+            head: list[tuple[str, str]], encoder_table: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Shared by the importers: strip ``prefix``; the codebook ``(1, G V, d)`` -> ``(G V, d)``; the
+    pre-training head by the ``head`` patterns; the encoder by ``encoder_table`` into torchaudio's
+    names, then :func:`from_torchaudio`; any other key is kept as it is."""
+    encoder: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix(prefix)
+        if key == codebook:
+            out["quantizer.codebook"] = value.reshape(-1, value.shape[-1])
+        elif (ours := _first_match(head, key)) is not None:
+            out[ours] = value
+        elif (ta := _first_match(encoder_table, key)) is not None:
+            encoder[ta] = value
+        else:
+            out[key] = value
+    out.update(from_torchaudio(encoder, extractor_mode))
+    return out
 
 
 def from_fairseq(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) -> dict[str, torch.Tensor]:
@@ -91,27 +116,14 @@ def from_fairseq(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) ->
     maps directly: ``mask_emb``; ``quantizer.vars`` ``(1, G V, d)`` -> ``quantizer.codebook``
     ``(G V, d)``; ``quantizer.weight_proj`` -> ``quantizer.logits_proj``; ``project_q``;
     ``final_proj``. fairseq's old-style weight norm (``weight_g``, ``weight_v``) becomes the
-    parametrisation of the positional convolution. Other keys (a fine-tuning head ``proj.*``) are
-    kept and reported by :func:`load_pretrained` as unexpected.
+    parametrisation of the positional convolution. A fine-tuned checkpoint's ``w2v_model.``
+    prefix is removed; other keys (a fine-tuning head ``proj.*``) are kept and reported by
+    :func:`load_pretrained` as unexpected.
     """
-    encoder: dict[str, torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        key = key[len("w2v_model."):] if key.startswith("w2v_model.") else key
-        if key == "quantizer.vars":
-            out["quantizer.codebook"] = value.reshape(-1, value.shape[-1])
-        elif key.startswith("quantizer.weight_proj."):
-            out["quantizer.logits_proj." + key[len("quantizer.weight_proj."):]] = value
-        elif key == "mask_emb" or key.startswith(("project_q.", "final_proj.")):
-            out[key] = value
-        else:
-            ta = fairseq_to_torchaudio_key(key)
-            if ta is None:
-                out[key] = value
-            else:
-                encoder[ta] = value
-    out.update(from_torchaudio(encoder, extractor_mode))
-    return out
+    head = [(r"^quantizer\.weight_proj\.", "quantizer.logits_proj."),
+            (r"^(mask_emb|project_q\..*|final_proj\..*)$", r"\1")]
+    return _rename(state_dict, extractor_mode, prefix="w2v_model.", codebook="quantizer.vars", head=head,
+                   encoder_table=_FAIRSEQ)
 
 
 # Hugging Face name (``wav2vec2.`` prefix removed) -> torchaudio name of the encoder
@@ -135,29 +147,10 @@ def from_huggingface(state_dict: Mapping[str, torch.Tensor], extractor_mode: str
     -> ``quantizer.logits_proj``, ``project_hid`` -> ``final_proj``, ``project_q``. Other keys (a
     CTC ``lm_head``, an adapter) are kept and reported by :func:`load_pretrained` as unexpected.
     """
-    encoder: dict[str, torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        key = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
-        if key == "masked_spec_embed":
-            out["mask_emb"] = value
-        elif key == "quantizer.codevectors":
-            out["quantizer.codebook"] = value.reshape(-1, value.shape[-1])
-        elif key.startswith("quantizer.weight_proj."):
-            out["quantizer.logits_proj." + key[len("quantizer.weight_proj."):]] = value
-        elif key.startswith("project_hid."):
-            out["final_proj." + key[len("project_hid."):]] = value
-        elif key.startswith("project_q."):
-            out[key] = value
-        else:
-            for pattern, repl in _HUGGINGFACE:
-                if re.match(pattern, key):
-                    encoder[re.sub(pattern, repl, key)] = value
-                    break
-            else:
-                out[key] = value
-    out.update(from_torchaudio(encoder, extractor_mode))
-    return out
+    head = [(r"^masked_spec_embed$", "mask_emb"), (r"^quantizer\.weight_proj\.", "quantizer.logits_proj."),
+            (r"^project_hid\.", "final_proj."), (r"^(project_q\..*)$", r"\1")]
+    return _rename(state_dict, extractor_mode, prefix="wav2vec2.", codebook="quantizer.codevectors", head=head,
+                   encoder_table=_HUGGINGFACE)
 
 
 def load_pretrained(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict",

@@ -22,6 +22,7 @@ trained from scratch on the labels (the first row) sets ``freeze_updates=0`` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..metrics import ErrorRate, phone_error_rate
-from ..nn.conv import config_error, lengths_to_padding_mask
+from ..nn.conv import config_error
 from ..nn.masking import span_mask
 from .wav2vec import audio_from_batch, check_receptive_field
 from .wav2vec2 import Wav2Vec2
@@ -128,30 +129,31 @@ class Wav2Vec2CTC(nn.Module):
         """Whether the Transformer gets gradients at this update (after ``freeze_updates``)."""
         return not self.cfg.linear_probe and num_updates >= self.cfg.freeze_updates
 
-    def channel_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C)`` bool: channels zeroed over the whole utterance (fairseq ``mask_channel_*``)."""
-        bsz, _, dim = x.shape
-        full = torch.full((bsz,), dim, dtype=torch.int64, device=x.device)
+    def channel_mask(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """``(B, D)`` bool: channels zeroed over the whole utterance (fairseq ``mask_channel_*``)."""
+        dim = self.encoder.cfg.embed_dim
+        full = torch.full((batch_size,), dim, dtype=torch.int64, device=device)
         return span_mask(full, dim, self.cfg.mask_channel_prob / self.cfg.mask_channel_length,
                          self.cfg.mask_channel_length)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, *, num_updates: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder
-        augment = self.training
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[-1], dtype=torch.int64, device=audio.device)
+        tmask: torch.Tensor | bool = False
+        cmask = None
+        if self.training and self.cfg.mask_prob > 0:                             # time spans -> mask_emb
+            frames = enc.frame_lengths(lengths)
+            num_frames = int(enc.frame_lengths(torch.tensor([audio.shape[-1]])))
+            tmask = span_mask(frames, num_frames, self.cfg.mask_prob / self.cfg.mask_length, self.cfg.mask_length,
+                              min_spans=2)
+        if self.training and self.cfg.mask_channel_prob > 0:                     # channel spans -> 0
+            cmask = self.channel_mask(audio.shape[0], audio.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trains_encoder(num_updates)):
-            feats, frames, _ = enc.encode(audio, lengths)
-            padding = lengths_to_padding_mask(frames, feats.shape[1])
-            x = enc.dropout_input(enc.post_extract_proj(feats))                # (B, T, D)
-            if augment and self.cfg.mask_prob > 0:
-                tmask = span_mask(frames, x.shape[1], self.cfg.mask_prob / self.cfg.mask_length,
-                                  self.cfg.mask_length, min_spans=2)
-                x, _ = enc.apply_mask(x, frames, tmask)
-            if augment and self.cfg.mask_channel_prob > 0:
-                x = x.masked_fill(self.channel_mask(x).unsqueeze(1), 0.0)
-            x = enc.encoder(x, padding if bool(padding.any()) else None).x
-        logits = self.head(self.final_dropout(x))                               # (B, T, 1 + V)
-        return logits.float().log_softmax(-1), frames
+            out = enc(audio, lengths, mask=tmask, channel_mask=cmask)
+        logits = self.head(self.final_dropout(out.x))                           # (B, T', 1 + V)
+        return logits.float().log_softmax(-1), out.lengths
 
     def compute_loss(self, batch: Mapping, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
         """CTC summed per utterance, averaged over utterances. ``batch``: ``audio``, ``lengths``,
@@ -232,6 +234,19 @@ class TranscribedAudio(torch.utils.data.Dataset):
         return item
 
 
+@functools.lru_cache(maxsize=4)
+def _beam_decoder(vocab: tuple[str, ...], beam_size: int):
+    """torchaudio's lexicon-free decoder for ``vocab``, built once per vocabulary and beam size."""
+    try:
+        from torchaudio.models.decoder import ctc_decoder
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError("beam search needs torchaudio's CTC decoder and the flashlight-text package "
+                          "(pip install flashlight-text)") from e
+    sil = "|"                                # the decoder wants a silence token; the model never emits it
+    return ctc_decoder(lexicon=None, tokens=["<blank>", *vocab, sil], lm=None, nbest=1, beam_size=beam_size,
+                       blank_token="<blank>", sil_token=sil, unk_word="<unk>", log_add=True)
+
+
 def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Sequence[str], *, beam_size: int = 50
                 ) -> list[list[int]]:
     """Lexicon-free beam search without a language model (``torchaudio.models.decoder.ctc_decoder``),
@@ -240,15 +255,7 @@ def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Sequence[
     Needs the ``flashlight-text`` package; raises ``ImportError`` naming it otherwise. Returns
     output indices (as :func:`greedy_decode`) of the best hypothesis per utterance.
     """
-    try:
-        from torchaudio.models.decoder import ctc_decoder
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ImportError("beam search needs torchaudio's CTC decoder and the flashlight-text package "
-                          "(pip install flashlight-text)") from e
-    sil = "|"                                # the decoder wants a silence token; the model never emits it
-    tokens = ["<blank>", *vocab, sil]
-    decoder = ctc_decoder(lexicon=None, tokens=tokens, lm=None, nbest=1, beam_size=beam_size,
-                          blank_token="<blank>", sil_token=sil, unk_word="<unk>", log_add=True)
+    decoder = _beam_decoder(tuple(vocab), beam_size)
     lp = log_probs.detach().float().cpu()
     never = torch.full((*lp.shape[:2], 1), -1e4)                          # log-probability of the silence column
     hyps = decoder(torch.cat([lp, never], -1).contiguous(), lengths.to(torch.int32).cpu())

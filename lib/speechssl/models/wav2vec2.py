@@ -144,8 +144,8 @@ WAV2VEC2_PRESETS: dict[str, Wav2Vec2Config] = {
     "reduced": Wav2Vec2Config(conv_layers=tuple((256, k, s) for _, k, s in CONV_LAYERS), embed_dim=384,
                               num_layers=6, num_heads=6, ffn_dim=1536, final_dim=128),
     # A few CPU minutes (600 updates of 12 s of audio) instead of 400k updates of 1.6 h. With the
-    # paper's spans (M = 10), positional kernel and feature penalty, this model stays at chance
-    # (log 101) for at least 2,000 such updates: the masked frames' context vectors start out
+    # paper's spans (M = 10) and feature penalty, and a 32-frame positional kernel, this model stays
+    # at chance (log 101) for at least 2,000 such updates (lr 1e-3): the masked frames' context vectors start out
     # alike, the penalty shrinks the encoder output, and the diversity loss spreads the codes
     # over frame-to-frame noise. Three changes let it learn within the budget (measured in
     # chapter 3): short spans (M = 3, mask_prob kept at 0.65, so still about half the frames),
@@ -294,16 +294,21 @@ class Wav2Vec2(nn.Module):
         return self.layer_norm(z.transpose(1, 2)), frames, pen
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, *, mask: torch.Tensor | bool = False,
-                return_hidden_states: bool = False, num_layers: int | None = None) -> Wav2Vec2Output:
+                channel_mask: torch.Tensor | None = None, return_hidden_states: bool = False,
+                num_layers: int | None = None) -> Wav2Vec2Output:
         """``audio`` ``(B, T)`` -> :class:`Wav2Vec2Output`.
 
         ``mask``: ``False`` (no masking, for features), ``True`` (draw spans as in pre-training)
-        or a ``(B, T')`` bool tensor of frames to mask.
+        or a ``(B, T')`` bool tensor of frames to mask. ``channel_mask``: optional ``(B, D)`` bool,
+        channels of the projected features set to zero in every frame (fine-tuning's SpecAugment,
+        fairseq ``mask_channel_*``).
         """
         feats, frames, pen = self.encode(audio, lengths)
         padding = lengths_to_padding_mask(frames, feats.shape[1])
         x = self.dropout_input(self.post_extract_proj(feats))                 # (B, T, D)
         x, m = self.apply_mask(x, frames, mask)
+        if channel_mask is not None:
+            x = x.masked_fill(channel_mask.unsqueeze(1), 0.0)
         out = self.encoder(x, padding if bool(padding.any()) else None, return_hidden_states=return_hidden_states,
                            num_layers=num_layers)
         return Wav2Vec2Output(x=out.x, features=feats, lengths=frames, mask=m, hidden_states=out.hidden_states,
