@@ -37,11 +37,37 @@ from ..nn.masking import span_mask
 from .wav2vec import audio_from_batch, check_receptive_field
 from .wav2vec2 import Wav2Vec2
 
-__all__ = ["BLANK", "CTCConfig", "TranscribedAudio", "Wav2Vec2CTC", "beam_decode", "collate_ctc", "evaluate_per",
-           "greedy_decode"]
+__all__ = ["BLANK", "LETTERS", "UNITS", "WORD_BOUNDARY", "CTCConfig", "TranscribedAudio", "Wav2Vec2CTC", "beam_decode",
+           "collate_ctc", "evaluate_per", "greedy_decode", "letters_to_words", "transcript_units", "word_error_rate"]
 
 #: Index of the CTC blank in every vocabulary of this module.
 BLANK = 0
+#: Word boundary of letter transcripts (fairseq's ``.ltr`` labels, ``libri_labels.py``).
+WORD_BOUNDARY = "|"
+#: Output letters for LibriSpeech: the 26 upper-case letters, the apostrophe and the word boundary
+#: (the symbols of fairseq's ``dict.ltr.txt`` for LibriSpeech).
+LETTERS: tuple[str, ...] = (WORD_BOUNDARY, *"ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+#: Transcript units: ``phones`` (the synthetic corpus' phone transcripts) or ``letters`` (the text).
+UNITS = ("phones", "letters")
+
+
+def transcript_units(utterance, unit: str = "phones") -> list[str]:
+    """The CTC target symbols of an utterance record.
+
+    ``phones``: its phone transcript (silence excluded). ``letters``: the characters of its
+    words, each word followed by the boundary ``|``, as in fairseq's ``.ltr`` labels
+    (``"A CAT"`` -> ``A | C A T |``).
+    """
+    if unit == "phones":
+        return list(utterance.phones)
+    if unit == "letters":
+        return [c for w in utterance.words for c in (*w.upper(), WORD_BOUNDARY)]
+    raise ConfigError(f"transcript unit: expected one of {UNITS}, found {unit!r}")
+
+
+def letters_to_words(symbols: Sequence[str]) -> list[str]:
+    """Letters with ``|`` boundaries -> words (empty words from repeated boundaries dropped)."""
+    return [w for w in "".join(symbols).split(WORD_BOUNDARY) if w]
 
 
 @dataclass
@@ -203,22 +229,24 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[i
 
 
 class TranscribedAudio(torch.utils.data.Dataset):
-    """Whole utterances with their phone transcripts as CTC targets.
+    """Whole utterances with their transcripts as CTC targets.
 
     Wraps an :class:`~speechssl.data.dataset.AudioDataset` (which checks every file: rate,
-    channels, length, NaN) and adds ``targets`` ``(S,)``: the manifest's ``phones`` encoded
-    by ``model.encode_targets``. An utterance without a transcript, or with a phone the
-    vocabulary lacks, is an error that names it.
+    channels, length, NaN) and adds ``targets`` ``(S,)``: the utterance's
+    :func:`transcript_units` (``unit="phones"`` for the synthetic corpus, ``"letters"`` for
+    LibriSpeech) encoded by ``model.encode_targets``. An utterance without a transcript, or
+    with a symbol the vocabulary lacks, is an error that names it.
     """
 
-    def __init__(self, audio: torch.utils.data.Dataset, model: Wav2Vec2CTC) -> None:
+    def __init__(self, audio: torch.utils.data.Dataset, model: Wav2Vec2CTC, unit: str = "phones") -> None:
         self.audio = audio
         self.targets = []
         for u in audio.utterances:
-            if not u.phones:
-                raise ConfigError(f"utterance {u.id!r} ({u.path}): no phone transcript in the manifest; CTC "
+            symbols = transcript_units(u, unit)
+            if not symbols:
+                raise ConfigError(f"utterance {u.id!r} ({u.path}): no {unit[:-1]} transcript in the manifest; CTC "
                                   f"fine-tuning needs one for every utterance")
-            self.targets.append(model.encode_targets(u.phones, source=f"utterance {u.id!r}"))
+            self.targets.append(model.encode_targets(symbols, source=f"utterance {u.id!r}"))
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -242,9 +270,11 @@ def _beam_decoder(vocab: tuple[str, ...], beam_size: int):
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise ImportError("beam search needs torchaudio's CTC decoder and the flashlight-text package "
                           "(pip install flashlight-text)") from e
-    sil = "|"                                # the decoder wants a silence token; the model never emits it
-    return ctc_decoder(lexicon=None, tokens=["<blank>", *vocab, sil], lm=None, nbest=1, beam_size=beam_size,
-                       blank_token="<blank>", sil_token=sil, unk_word="<unk>", log_add=True)
+    # the decoder wants a silence token: the word boundary of letter vocabularies, else an extra
+    # token that the model never emits (phones have no word boundary)
+    extra = [] if WORD_BOUNDARY in vocab else [WORD_BOUNDARY]
+    return ctc_decoder(lexicon=None, tokens=["<blank>", *vocab, *extra], lm=None, nbest=1, beam_size=beam_size,
+                       blank_token="<blank>", sil_token=WORD_BOUNDARY, unk_word="<unk>", log_add=True)
 
 
 def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Sequence[str], *, beam_size: int = 50
@@ -253,20 +283,44 @@ def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Sequence[
     merging hypotheses that reach the same labelling by adding their probabilities (``log_add``).
 
     Needs the ``flashlight-text`` package; raises ``ImportError`` naming it otherwise. Returns
-    output indices (as :func:`greedy_decode`) of the best hypothesis per utterance.
+    output indices (as :func:`greedy_decode`) of the best hypothesis per utterance. With a word
+    boundary ``|`` in ``vocab`` (letters), the hypothesis has no leading boundary and ends with
+    one, as the targets do.
     """
     decoder = _beam_decoder(tuple(vocab), beam_size)
     lp = log_probs.detach().float().cpu()
-    never = torch.full((*lp.shape[:2], 1), -1e4)                          # log-probability of the silence column
-    hyps = decoder(torch.cat([lp, never], -1).contiguous(), lengths.to(torch.int32).cpu())
-    return [[int(t) for t in h[0].tokens if 0 < int(t) <= len(vocab)] for h in hyps]
+    if WORD_BOUNDARY not in vocab:
+        never = torch.full((*lp.shape[:2], 1), -1e4)                      # log-probability of the extra silence
+        lp = torch.cat([lp, never], -1)
+    hyps = decoder(lp.contiguous(), lengths.to(torch.int32).cpu())
+    out = [[int(t) for t in h[0].tokens if 0 < int(t) <= len(vocab)] for h in hyps]
+    if WORD_BOUNDARY in vocab:
+        # the decoder starts and ends every hypothesis with its silence token (the word boundary):
+        # normalise to the targets' form, every word followed by one boundary
+        b = list(vocab).index(WORD_BOUNDARY) + 1
+        for toks in out:
+            while toks and toks[0] == b:
+                toks.pop(0)
+            while toks and toks[-1] == b:
+                toks.pop()
+            if toks:
+                toks.append(b)
+    return out
+
+
+def word_error_rate(pairs: Sequence[tuple[Sequence[str], Sequence[str]]]) -> ErrorRate:
+    """WER of ``(reference, hypothesis)`` letter sequences (as :func:`evaluate_per` returns
+    them for a letter vocabulary), split into words at ``|``."""
+    return phone_error_rate([letters_to_words(r) for r, _ in pairs], [letters_to_words(h) for _, h in pairs])
 
 
 @torch.no_grad()
 def evaluate_per(model: Wav2Vec2CTC, batches: Sequence[Mapping], *, beam_size: int | None = None
                  ) -> tuple[ErrorRate, list[tuple[list[str], list[str]]]]:
-    """Phone error rate of greedy (``beam_size=None``) or beam-search decoding over ``batches``
-    (from :func:`collate_ctc`): ``(ErrorRate, [(reference, hypothesis), ...])``."""
+    """Unit error rate of greedy (``beam_size=None``) or beam-search decoding over ``batches``
+    (from :func:`collate_ctc`): ``(ErrorRate, [(reference, hypothesis), ...])``. The units are the
+    model's vocabulary: the phone error rate for phones, the letter error rate for letters
+    (see :func:`word_error_rate` for words)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

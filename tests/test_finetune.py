@@ -1,0 +1,143 @@
+"""CTC fine-tuning settings per scale, letter transcripts for LibriSpeech, and ``python -m speechssl.finetune``."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechssl import finetune as ft
+from speechssl.checkpoint import CheckpointError
+from speechssl.data.dataset import AudioDataset
+from speechssl.data.manifest import Utterance
+from speechssl.errors import ConfigError
+from speechssl.models import CTC_MODES, ctc_config, ctc_train_overrides
+from speechssl.models.ctc import (LETTERS, CTCConfig, beam_decode, greedy_decode, letters_to_words, transcript_units,
+                                  word_error_rate)
+from speechssl.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config
+from speechssl.train import TrainConfig, Trainer
+
+
+def test_full_scale_is_fairseq_base_10m():
+    cfg, train = ctc_config("full"), ctc_train_overrides("full")
+    assert cfg == CTCConfig()
+    assert (cfg.freeze_updates, cfg.mask_prob, cfg.mask_length, cfg.mask_channel_prob, cfg.mask_channel_length,
+            cfg.layer_drop) == (10_000, 0.65, 10, 0.25, 64, 0.1)
+    assert (train["lr"], train["max_steps"], train["schedule"], train["tri_stage_ratios"], train["final_lr_scale"],
+            train["max_batch_samples"], train["accum_steps"], train["crop_samples"]) == (
+        5e-5, 13_000, "tri_stage", (0.1, 0.4, 0.5), 0.05, 3_200_000, 4, None)
+    TrainConfig(model="wav2vec2_ctc", **train)                       # valid as a training configuration
+
+
+@pytest.mark.parametrize("scale", ["tiny", "reduced", "full"])
+def test_modes_differ_only_in_what_trains(scale):
+    fine, scratch, probe = (ctc_config(scale, m) for m in CTC_MODES)
+    assert fine.freeze_updates > 0 and not fine.train_feature_encoder and not fine.linear_probe
+    assert scratch == dataclasses.replace(fine, freeze_updates=0, train_feature_encoder=True)
+    assert probe == dataclasses.replace(fine, freeze_updates=0, linear_probe=True)
+    assert ctc_train_overrides(scale, "probe")["lr"] == pytest.approx(10 * ctc_train_overrides(scale)["lr"])
+    # the same budget for every row: updates and batches
+    for key in ("max_steps", "max_batch_samples"):
+        assert len({ctc_train_overrides(scale, m)[key] for m in CTC_MODES}) == 1
+    with pytest.raises(ConfigError, match="CTC mode: expected one of"):
+        ctc_config(scale, "distill")
+
+
+def test_letters_follow_fairseq_ltr_labels():
+    u = Utterance(id="a", path="a.wav", num_samples=1, speaker="s", text="A CAT'S", words=["A", "CAT'S"])
+    assert transcript_units(u, "letters") == ["A", "|", "C", "A", "T", "'", "S", "|"]
+    assert set(transcript_units(u, "letters")) <= set(LETTERS) and len(LETTERS) == 28
+    assert letters_to_words(list("A|CAT'S||")) == ["A", "CAT'S"]
+    with pytest.raises(ConfigError, match="expected one of"):
+        transcript_units(u, "words")
+    rate = word_error_rate([(list("THE|CAT|"), list("THE|CAP|")), (list("A|"), list("A|B|"))])
+    assert (rate.errors, rate.reference_length) == (2, 3)           # one substitution, one insertion
+
+
+def test_beam_search_with_a_word_boundary_in_the_vocabulary():
+    pytest.importorskip("flashlight.lib.text")
+    vocab = ["|", "A", "B"]
+    # the best path, its greedy labelling, and the beam's (boundaries at the edges normalised: A | B |)
+    for path, greedy in (([1, 2, 0, 1, 3, 3], [1, 2, 1, 3]), ([2, 0, 1, 3, 1], [2, 1, 3, 1]), ([2, 2, 3], [2, 3])):
+        lp = torch.full((1, len(path), 4), -12.0)
+        lp[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
+        lp = lp.log_softmax(-1)
+        lengths = torch.tensor([len(path)])
+        assert greedy_decode(lp, lengths) == [greedy]
+        expected = [2, 1, 3, 1] if 1 in greedy[1:] or greedy[0] == 1 else [2, 3, 1]
+        assert beam_decode(lp, lengths, vocab, beam_size=8) == [expected]
+
+
+def _corpus(folder, n=6):
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(n):
+        length = 8_000 + 800 * i
+        sf.write(folder / f"u{i}.wav", (0.1 * rng.standard_normal(length)).astype(np.float32), 16_000, subtype="FLOAT")
+        utts.append(Utterance(id=f"u{i}", path=f"u{i}.wav", num_samples=length, speaker=f"s{i % 2}",
+                              phones=["AA", "B", "K"][: 1 + i % 3], words=["AB"]))
+    return utts
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    """A wav2vec2 tiny checkpoint written by the training engine (step 0, random weights)."""
+    torch.manual_seed(0)
+    model = Wav2Vec2(Wav2Vec2Config.preset("tiny"))
+    (tmp_path / "p").mkdir()
+    data = AudioDataset(_corpus(tmp_path / "p", n=2), tmp_path / "p")
+    cfg = TrainConfig(model="wav2vec2", out_dir=str(tmp_path / "pre"), max_steps=1, crop_samples=None)
+    Trainer(model, cfg, data).save_checkpoint()
+    return tmp_path / "pre", model
+
+
+def test_build_loads_the_pretrained_encoder(pretrained):
+    run, enc = pretrained
+    m = ft.build_ctc_model("tiny", "finetune", ft.PHONE_VOCAB, run)
+    for k, v in enc.state_dict().items():
+        assert torch.equal(m.encoder.state_dict()[k], v), k
+    assert m.cfg == ctc_config("tiny")
+    probe = ft.build_ctc_model("tiny", "probe", ft.PHONE_VOCAB, run)
+    assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    with pytest.raises(CheckpointError, match="another configuration"):
+        ft.build_ctc_model("reduced", "finetune", ft.PHONE_VOCAB, run)
+
+
+def test_cli_trains_each_mode_and_writes_error_rates(tmp_path, pretrained, monkeypatch, capsys):
+    run, _ = pretrained
+    (tmp_path / "c").mkdir()
+    utts = _corpus(tmp_path / "c")
+    seen = []
+
+    def fake_utterances(spec, subsets, scale, default_split):
+        seen.append((spec, subsets, default_split))
+        return [(subsets[0] if subsets else default_split, utts)], tmp_path / "c", "phones"
+
+    monkeypatch.setattr(ft, "_utterances", fake_utterances)
+    for mode in CTC_MODES:
+        out = tmp_path / mode
+        argv = ["--scale", "tiny", "--mode", mode, "--out", str(out), "--max-steps", "2", "--log-every", "1"]
+        if mode != "scratch":
+            argv += ["--pretrained", str(run)]
+        assert ft.main(argv) == 0, capsys.readouterr().err
+        res = json.loads((out / "eval.json").read_text())
+        assert (res["mode"], res["updates"], res["unit"]) == (mode, 2, "phones")
+        ref = res["test"]["greedy"]["reference_length"]
+        assert ref == sum(len(u.phones) for u in utts)
+        assert res["test"]["greedy"]["unit_error_rate"] == pytest.approx(res["test"]["greedy"]["errors"] / ref)
+    assert seen[:2] == [("synth", None, "finetune"), ("synth", None, "test")]
+    assert "test: PER greedy" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path, pretrained, capsys):
+    run, _ = pretrained
+    assert ft.main(["--scale", "tiny", "--mode", "scratch", "--pretrained", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "takes no pre-trained checkpoint" in capsys.readouterr().err
+    assert ft.main(["--scale", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert "needs a wav2vec2 checkpoint" in capsys.readouterr().err
+    assert ft.main(["--scale", "tiny", "--pretrained", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
+    assert "no checkpoint at" in capsys.readouterr().err
+    assert ft.main(["--scale", "tiny", "--data", "librispeech:/x", "--pretrained", str(run)]) == 2
+    assert "name the LibriSpeech subsets" in capsys.readouterr().err
