@@ -141,3 +141,27 @@ def test_cli_errors(tmp_path, pretrained, capsys):
     assert "no checkpoint at" in capsys.readouterr().err
     assert ft.main(["--scale", "tiny", "--data", "librispeech:/x", "--pretrained", str(run)]) == 2
     assert "name the LibriSpeech subsets" in capsys.readouterr().err
+
+
+def test_cli_fine_tunes_on_librispeech_letters(tmp_path, pretrained, capsys):
+    """LibriSpeech layout (a nested subset, as Libri-light's ``1h/0/clean``) -> letters, letter and word error rates."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fake_librispeech import make_fake_librispeech
+
+    run, _ = pretrained
+    records = make_fake_librispeech(tmp_path / "ls", {"1h/0/clean": {19: {198: 3}}, "dev-clean": {84: {121: 2}}})
+    out = tmp_path / "ft"
+    argv = ["--scale", "tiny", "--pretrained", str(run), "--data", f"librispeech:{tmp_path / 'ls'}",
+            "--subsets", "1h/0/clean", "--eval-subsets", "dev-clean", "--out", str(out), "--max-steps", "2"]
+    assert ft.main(argv) == 0, capsys.readouterr().err
+    res = json.loads((out / "eval.json").read_text())
+    dev = res["dev-clean"]["greedy"]
+    assert res["unit"] == "letters"
+    texts = [r["text"] for r in records.values() if r["subset"] == "dev-clean"]
+    assert dev["words"] == sum(len(t.split()) for t in texts)
+    assert dev["reference_length"] == sum(len(t.replace(" ", "")) + len(t.split()) for t in texts)
+    assert 0.0 <= dev["wer"] and dev["word_errors"] == round(dev["wer"] * dev["words"])
+    assert "dev-clean: letter error rate greedy" in capsys.readouterr().out
