@@ -1,6 +1,7 @@
 """CTC fine-tuning settings per scale, letter transcripts for LibriSpeech, and ``python -m speechssl.finetune``."""
 
 import dataclasses
+import importlib.util
 import json
 
 import numpy as np
@@ -156,6 +157,8 @@ def test_cli_fine_tunes_on_librispeech_letters(tmp_path, pretrained, capsys):
     out = tmp_path / "ft"
     argv = ["--scale", "tiny", "--pretrained", str(run), "--data", f"librispeech:{tmp_path / 'ls'}",
             "--subsets", "1h/0/clean", "--eval-subsets", "dev-clean", "--out", str(out), "--max-steps", "2"]
+    if importlib.util.find_spec("flashlight") is not None:
+        argv += ["--beam", "4"]
     assert ft.main(argv) == 0, capsys.readouterr().err
     res = json.loads((out / "eval.json").read_text())
     dev = res["dev-clean"]["greedy"]
@@ -164,4 +167,7 @@ def test_cli_fine_tunes_on_librispeech_letters(tmp_path, pretrained, capsys):
     assert dev["words"] == sum(len(t.split()) for t in texts)
     assert dev["reference_length"] == sum(len(t.replace(" ", "")) + len(t.split()) for t in texts)
     assert 0.0 <= dev["wer"] and dev["word_errors"] == round(dev["wer"] * dev["words"])
+    if "--beam" in argv:
+        beam = res["dev-clean"]["beam"]
+        assert (beam["words"], beam["reference_length"]) == (dev["words"], dev["reference_length"])
     assert "dev-clean: letter error rate greedy" in capsys.readouterr().out
