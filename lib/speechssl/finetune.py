@@ -142,8 +142,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         values["out_dir"] = args.out or str(paths.runs_dir() / f"wav2vec2_ctc_{args.mode}-{scale}")
         config = TrainConfig.from_dict(values, source="fine-tuning configuration")
         info = init_distributed()
-        train_sets, root, unit = _utterances(args.data, args.subsets, scale, "finetune")
-        eval_sets, eval_root, eval_unit = _utterances(args.eval_data or args.data, args.eval_subsets, scale, "test")
+
+        def load():
+            return (_utterances(args.data, args.subsets, scale, "finetune"),
+                    _utterances(args.eval_data or args.data, args.eval_subsets, scale, "test"))
+
+        if info.is_main:                     # the main process generates a missing synthetic corpus first
+            loaded = load()
+        if info.distributed:
+            dist.barrier()
+        if not info.is_main:
+            loaded = load()
+        (train_sets, root, unit), (eval_sets, eval_root, eval_unit) = loaded
         if eval_unit != unit:
             raise ConfigError(f"--eval-data {args.eval_data}: transcribed in {eval_unit}, the training data in {unit}")
         seed_everything(config.seed)
