@@ -25,18 +25,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch.distributed as dist
-
 from . import paths
 from .checkpoint import load_checkpoint, model_config_of
 from .data.dataset import AudioDataset
 from .data.phones import PHONES
-from .errors import ConfigError, SpeechSSLError
-from .models import CTC_MODES, ctc_config, ctc_train_overrides
+from .errors import ConfigError
+from .models import CTC_MODES, build_model, ctc_config, ctc_train_overrides
 from .models.ctc import LETTERS, TranscribedAudio, Wav2Vec2CTC, collate_ctc, evaluate_per, word_error_rate
-from .models.wav2vec2 import Wav2Vec2, Wav2Vec2Config
-from .train import (DistInfo, Trainer, TrainConfig, _CLI_FIELDS, init_distributed, parse_data_spec,
-                    seed_everything)
+from .train import (_CLI_FIELDS, DistInfo, Trainer, TrainConfig, add_run_options, main_process_first, parse_data_spec,
+                    run_distributed, seed_everything, synth_corpus)
 
 __all__ = ["PHONE_VOCAB", "build_ctc_model", "evaluate", "main", "transcribed"]
 
@@ -44,7 +41,6 @@ log = logging.getLogger(__name__)
 
 #: CTC outputs for the synthetic corpus: its phone inventory without silence.
 PHONE_VOCAB: tuple[str, ...] = tuple(p for p in PHONES if p != "sil")
-_PRESET = {"tiny": "tiny", "reduced": "reduced", "full": "base"}
 
 
 def build_ctc_model(scale: str, mode: str, vocab: Sequence[str], pretrained: str | Path | None = None
@@ -54,7 +50,7 @@ def build_ctc_model(scale: str, mode: str, vocab: Sequence[str], pretrained: str
     ``finetune`` and ``probe`` start from the ``wav2vec2`` checkpoint (or run folder) ``pretrained``,
     which must hold the scale's architecture; ``scratch`` starts from a random encoder.
     """
-    encoder = Wav2Vec2(Wav2Vec2Config.preset(_PRESET[scale]))
+    encoder = build_model("wav2vec2", scale)
     cfg = ctc_config(scale, mode)
     if mode == "scratch":
         if pretrained is not None:
@@ -71,10 +67,8 @@ def _utterances(spec: str, subsets: Sequence[str], scale: str, default_split: st
     kind, path = parse_data_spec(spec)
     if kind == "synth":
         from .data.manifest import read_manifest
-        from .data.synth import ensure_corpus
 
-        root = Path(ensure_corpus(paths.corpus_dir("tiny" if scale == "tiny" else "reduced"),
-                                  "tiny" if scale == "tiny" else "reduced"))
+        root = synth_corpus(scale)
         return [(s, read_manifest(root, s)) for s in (subsets or [default_split])], root, "phones"
     from .data.librispeech import read_librispeech
 
@@ -116,14 +110,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", default=None, help="like --data; default: --data")
     p.add_argument("--eval-subsets", nargs="+", default=None, help="default for synth: test")
     p.add_argument("--beam", type=int, default=0, help="also decode with a beam of this size (needs flashlight-text)")
-    p.add_argument("--out", default=None, help="run folder (default: <runs_dir>/wav2vec2_ctc_<mode>-<scale>)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto|CHECKPOINT")
-    p.add_argument("--overwrite", action="store_true")
-    for name, kind in (("max-steps", int), ("seed", int), ("lr", float), ("accum-steps", int), ("num-workers", int),
-                       ("log-every", int), ("ckpt-every", int)):
-        p.add_argument(f"--{name}", type=kind, default=None)
-    p.add_argument("--precision", default=None)
-    p.add_argument("--device", default=None)
+    add_run_options(p, default_out="<runs_dir>/wav2vec2_ctc_<mode>-<scale>")
     return p
 
 
@@ -132,28 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_arg_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    created_group = not (dist.is_available() and dist.is_initialized())
-    info = DistInfo()
-    try:
+
+    def run(info: DistInfo) -> int:
         scale = args.scale or paths.scale()
         values: dict[str, Any] = {"model": f"wav2vec2_ctc_{args.mode}", "scale": scale,
                                   **ctc_train_overrides(scale, args.mode)}
         values.update({f: getattr(args, a) for a, f in _CLI_FIELDS.items() if getattr(args, a, None) is not None})
         values["out_dir"] = args.out or str(paths.runs_dir() / f"wav2vec2_ctc_{args.mode}-{scale}")
         config = TrainConfig.from_dict(values, source="fine-tuning configuration")
-        info = init_distributed()
-
-        def load():
-            return (_utterances(args.data, args.subsets, scale, "finetune"),
-                    _utterances(args.eval_data or args.data, args.eval_subsets, scale, "test"))
-
-        if info.is_main:                     # the main process generates a missing synthetic corpus first
-            loaded = load()
-        if info.distributed:
-            dist.barrier()
-        if not info.is_main:
-            loaded = load()
-        (train_sets, root, unit), (eval_sets, eval_root, eval_unit) = loaded
+        (train_sets, root, unit), (eval_sets, eval_root, eval_unit) = main_process_first(info, lambda: (
+            _utterances(args.data, args.subsets, scale, "finetune"),
+            _utterances(args.eval_data or args.data, args.eval_subsets, scale, "test")))
         if eval_unit != unit:
             raise ConfigError(f"--eval-data {args.eval_data}: transcribed in {eval_unit}, the training data in {unit}")
         seed_everything(config.seed)
@@ -173,15 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name}: {'PER' if unit == 'phones' else 'letter error rate'} {summary}")
             (trainer.out_dir / "eval.json").write_text(json.dumps(results, indent=1))
         return 0
-    except ConfigError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    except SpeechSSLError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if info.distributed and created_group and dist.is_initialized():
-            dist.destroy_process_group()
+
+    return run_distributed(parser.prog, run)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -1292,7 +1292,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--subsets", nargs="+", default=["train-clean-100"], metavar="SUBSET",
         help="LibriSpeech subsets for --data librispeech:PATH (default: train-clean-100)",
     )
-    p.add_argument("--out", default=None, help="run folder (default: <runs_dir>/<model>-<scale>)")
+    add_run_options(p, default_out="<runs_dir>/<model>-<scale>")
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
+    """The options of a training run shared by the training commands (``--out``, ``--resume``
+    and the fields of :data:`_CLI_FIELDS`)."""
+    p.add_argument("--out", default=None, help=f"run folder (default: {default_out})")
     p.add_argument("--max-steps", type=int, default=None, help="number of updates")
     p.add_argument(
         "--resume", nargs="?", const=True, default=False, metavar="auto|CHECKPOINT",
@@ -1308,7 +1315,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--ckpt-every", type=int, default=None)
-    return p
 
 
 _CLI_FIELDS = {
@@ -1339,22 +1345,56 @@ def config_from_args(args: argparse.Namespace, spec: Any) -> TrainConfig:
     return TrainConfig.from_dict(values, source=f"configuration of {args.model!r}")
 
 
+def synth_corpus(scale: str) -> Path:
+    """The synthetic corpus of a scale (``tiny`` for ``tiny``, ``reduced`` otherwise), generated if missing."""
+    from .data.synth import ensure_corpus
+
+    preset = "tiny" if scale == "tiny" else "reduced"
+    return Path(ensure_corpus(paths.corpus_dir(preset), preset))
+
+
+T = TypeVar("T")
+
+
+def main_process_first(info: DistInfo, load: Callable[[], T]) -> T:
+    """``load()`` on the main process, then (after a barrier) on the others, so that the main
+    process alone creates what is missing, such as a synthetic corpus."""
+    if info.is_main:
+        out = load()
+    if info.distributed:
+        dist.barrier()
+    if not info.is_main:
+        out = load()
+    return out
+
+
+def run_distributed(prog: str, body: Callable[[DistInfo], int]) -> int:
+    """``body(info)`` inside a process group (one when run under torchrun); a
+    :class:`~speechssl.errors.ConfigError` is exit status 2, another package error 1, each printed
+    after ``prog``. A process group created here is destroyed at the end."""
+    created_group = not (dist.is_available() and dist.is_initialized())
+    info = DistInfo()
+    try:
+        info = init_distributed()
+        return body(info)
+    except ConfigError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except SpeechSSLError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if info.distributed and created_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _load_utterances(kind: str, path: Path | None, scale: str, subsets: Sequence[str], info: DistInfo):
     """``(utterances, corpus root)`` of the ``--data`` choice."""
     from .data.manifest import read_manifest
 
     if kind == "synth":
-        from .data.synth import ensure_corpus
-
-        preset = "tiny" if scale == "tiny" else "reduced"
-        folder = paths.corpus_dir(preset)
-        if info.is_main:
-            root = ensure_corpus(folder, preset)
-        if info.distributed:
-            dist.barrier()
-        if not info.is_main:
-            root = ensure_corpus(folder, preset)
-        return read_manifest(root, "pretrain"), Path(root)
+        root = main_process_first(info, lambda: synth_corpus(scale))
+        return read_manifest(root, "pretrain"), root
     from .data.librispeech import read_librispeech
 
     return read_librispeech(path, list(subsets), progress=info.is_main and not progress_disabled()), Path(path)
@@ -1378,10 +1418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
 
-    created_group = not (dist.is_available() and dist.is_initialized())
-    info = DistInfo()
-    try:
-        info = init_distributed()
+    def run(info: DistInfo) -> int:
         utterances, root = _load_utterances(kind, data_path, config.scale, args.subsets, info)
         extra: dict[str, Any] = {}
         dataset_kwargs = getattr(spec, "dataset_kwargs", None)
@@ -1401,15 +1438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"run folder {trainer.out_dir}"
             )
         return 0
-    except ConfigError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except SpeechSSLError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if info.distributed and created_group and dist.is_initialized():
-            dist.destroy_process_group()
+
+    return run_distributed(prog, run)
 
 
 if __name__ == "__main__":
