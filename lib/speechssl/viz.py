@@ -1,8 +1,7 @@
 """Figures and tables shared by the chapters.
 
 Figures are kept small (``setup_plots``) because notebooks are committed with their outputs.
-:class:`Table` renders as a Markdown table in Jupyter and in the book, and as fixed-width text
-in its plain representation, which is what nbval compares.
+:class:`Table` now lives in :mod:`speechssl.report` (imported here for existing code).
 """
 
 from __future__ import annotations
@@ -12,47 +11,13 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .report import Table  # noqa: F401  (moved to speechssl.report; kept here for existing imports)
+
 
 def setup_plots(dpi: int = 72) -> None:
     """Small, consistent figures (the PNGs are stored in the notebooks)."""
     plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "figure.figsize": (9, 3.2),
                          "axes.grid": False, "font.size": 9, "axes.titlesize": 10})
-
-
-class Table:
-    """A small table: Markdown in Jupyter and the book, aligned text in ``repr``."""
-
-    def __init__(self, headers: Sequence[str], rows: Sequence[Sequence[object]], floatfmt: str = ".3f",
-                 caption: str | None = None):
-        self.headers = [str(h) for h in headers]
-        self.rows = [[self._fmt(v, floatfmt) for v in row] for row in rows]
-        self.caption = caption
-        for row in self.rows:
-            if len(row) != len(self.headers):
-                raise ValueError(f"row {row} has {len(row)} cells, expected {len(self.headers)}")
-
-    @staticmethod
-    def _fmt(v: object, floatfmt: str) -> str:
-        if isinstance(v, (float, np.floating)):
-            return "–" if np.isnan(v) else format(float(v), floatfmt)
-        return str(v)
-
-    def _repr_markdown_(self) -> str:
-        lines = []
-        if self.caption:
-            lines += [f"**{self.caption}**", ""]
-        lines.append("| " + " | ".join(self.headers) + " |")
-        lines.append("|" + "|".join("---" for _ in self.headers) + "|")
-        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
-                  for i, h in enumerate(self.headers)]
-        def line(cells):
-            return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-        out = ([self.caption] if self.caption else []) + [line(self.headers), line(["-" * w for w in widths])]
-        return "\n".join(out + [line(r) for r in self.rows])
 
 
 def _segments(alignment, sample_rate):

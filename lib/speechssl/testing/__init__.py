@@ -1,0 +1,1 @@
+"""Test helpers for the speechssl chapters (the nbval tolerance plugin)."""
