@@ -39,11 +39,12 @@ def _child(preset: str, workers: int, out: str) -> None:
     """Run one generation and print a JSON line with the measurements."""
     t0 = time.perf_counter()
     from speechssl.data import synth
+    from speechssl.data.manifest import read_meta
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
     root = synth.generate_corpus(out, preset, seed=0, workers=workers, progress=False)
     wall = time.perf_counter() - t1
-    meta = synth.read_meta(root)
+    meta = read_meta(root)
     splits = meta["splits"]
     audio = sum(v["seconds"] for v in splits.values())
     if "finetune_1h" in splits:          # contains the finetune utterances
@@ -106,7 +107,7 @@ def _profile(n: int) -> None:
             pcm = np.clip(np.rint(y * 32767), -32768, 32767).astype(np.int16)
             t, t0 = time.perf_counter(), t
             stages["post"] += t - t0
-            buf = io.BytesIO()           # as synth._render does
+            buf = io.BytesIO()           # as synth.workers._render does
             sf.write(buf, pcm, 16_000, subtype="PCM_16", format="WAV")
             Path(tmp, f"{i}.wav").write_bytes(buf.getbuffer())
             t, t0 = time.perf_counter(), t

@@ -17,9 +17,9 @@ from speechssl.data.dataset import (
     AudioDataset,
     LengthGroupedSampler,
     collate_audio,
-    receptive_field,
 )
-from speechssl.data.manifest import MFCC_FRAMES, MODEL_FRAMES, Utterance, conv_output_length
+from speechssl.data.manifest import Utterance
+from speechssl.frames import MFCC_FRAMES, MODEL_FRAMES, WAV2VEC2_ENCODER, output_length, receptive_field
 from speechssl.errors import AudioError, ConfigError
 
 SCALE = 2.0**20  # sample n holds n / 2**20, exact in float32, so a crop's start can be read back
@@ -51,9 +51,9 @@ def corpus(tmp_path):
 
 
 def test_receptive_field_matches_encoder():
-    assert ENCODER_RECEPTIVE_FIELD == receptive_field() == 400
-    assert conv_output_length(ENCODER_RECEPTIVE_FIELD) == 1
-    assert conv_output_length(ENCODER_RECEPTIVE_FIELD - 1) == 0
+    assert ENCODER_RECEPTIVE_FIELD == receptive_field(WAV2VEC2_ENCODER) == 400
+    assert output_length(ENCODER_RECEPTIVE_FIELD, WAV2VEC2_ENCODER) == 1
+    assert output_length(ENCODER_RECEPTIVE_FIELD - 1, WAV2VEC2_ENCODER) == 0
 
 
 def test_items_without_cropping(corpus):
@@ -76,7 +76,7 @@ def test_labels_are_int64_and_aligned(corpus):
     for i, u in enumerate(utts):
         item = ds[i]
         assert item["labels"].dtype == torch.int64
-        assert len(item["labels"]) == MODEL_FRAMES.num_frames(u.num_samples) == conv_output_length(u.num_samples)
+        assert len(item["labels"]) == MODEL_FRAMES.num_frames(u.num_samples) == output_length(u.num_samples, WAV2VEC2_ENCODER)
 
 
 def _start_of(audio: torch.Tensor) -> int:

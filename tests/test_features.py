@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchaudio
 
-from speechssl.data.manifest import MFCC_FRAMES
+from speechssl.frames import MFCC_FRAMES
 from speechssl.errors import AudioError
 from speechssl.features import MFCC_DIM, log_mel, log_spectrogram, mfcc
 

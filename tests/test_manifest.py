@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from speechssl.data.manifest import (MFCC_FRAMES, MODEL_FRAMES, Utterance, conv_output_length, frame_labels,
-                                     read_frame_labels, read_manifest, write_frame_labels, write_manifest)
+from speechssl.data.manifest import (Utterance, frame_labels, read_frame_labels, read_manifest, write_frame_labels,
+                                     write_manifest)
+from speechssl.frames import MFCC_FRAMES, MODEL_FRAMES, WAV2VEC2_ENCODER, output_length
 from speechssl.errors import CorpusNotFoundError
 
 P2I = {"sil": 0, "AA": 1, "B": 2}
@@ -13,7 +14,7 @@ ALI = [("sil", 0, 800), ("B", 800, 1600), ("AA", 1600, 4000)]
 
 @pytest.mark.parametrize("n", [0, 399, 400, 719, 720, 16000, 31999, 123457])
 def test_model_grid_is_the_conv_encoder(n):
-    assert MODEL_FRAMES.num_frames(n) == conv_output_length(n)
+    assert MODEL_FRAMES.num_frames(n) == output_length(n, WAV2VEC2_ENCODER)
 
 
 def test_frame_labels_take_the_phone_at_the_window_centre():

@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from speechssl.data.dataset import receptive_field as w2v2_receptive_field
 from speechssl.errors import ConfigError
-from speechssl.nn.conv import (ConvBlock, ConvContextNetwork, ConvFeatureEncoder, MaskedGroupNorm,
-                               conv_output_lengths, receptive_field, total_stride)
+from speechssl.frames import WAV2VEC2_ENCODER, receptive_field, total_stride
+from speechssl.nn.conv import ConvBlock, ConvContextNetwork, ConvFeatureEncoder, MaskedGroupNorm, conv_output_lengths
 
 W2V_ENCODER = [(16, 10, 5), (16, 8, 4), (16, 4, 2), (16, 4, 2), (16, 4, 2)]
 
@@ -17,7 +16,7 @@ def test_receptive_field_and_hop_of_the_wav2vec_encoder():
     assert receptive_field(layers) == 465          # about 30 ms at 16 kHz (wav2vec Sec. 2.1)
     assert total_stride(layers) == 160             # 10 ms
     w2v2 = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
-    assert receptive_field(w2v2) == w2v2_receptive_field(w2v2) == 400
+    assert receptive_field(w2v2) == receptive_field(WAV2VEC2_ENCODER) == 400
     enc = ConvFeatureEncoder(W2V_ENCODER)
     assert enc.receptive_field == 465 and enc.hop == 160
 

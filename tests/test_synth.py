@@ -15,13 +15,8 @@ import pytest
 import soundfile as sf
 
 from speechssl.data import synth
-from speechssl.data.manifest import (
-    MFCC_FRAMES,
-    MODEL_FRAMES,
-    read_frame_labels,
-    read_manifest,
-    read_meta,
-)
+from speechssl.data.manifest import read_frame_labels, read_manifest, read_meta
+from speechssl.frames import MFCC_FRAMES, MODEL_FRAMES
 from speechssl.data.phones import (
     ESPEAK_TO_PHONES,
     PHONE_TO_ID,
@@ -54,6 +49,7 @@ from speechssl.data.synth import (
     synthesize,
     text_to_phones,
 )
+from speechssl.data.synth.generate import _progress_enabled
 from speechssl.errors import ConfigError, SynthesisError
 
 SEED = 7
@@ -519,12 +515,12 @@ def test_ensure_corpus_regenerates_incomplete(tmp_path, corpora):
 def test_progress_switch(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("SPEECHSSL_PROGRESS", "1")
-    assert synth._progress_enabled(True) and not synth._progress_enabled(False)
+    assert _progress_enabled(True) and not _progress_enabled(False)
     monkeypatch.setenv("SPEECHSSL_PROGRESS", "0")
-    assert not synth._progress_enabled(True)
+    assert not _progress_enabled(True)
     monkeypatch.delenv("SPEECHSSL_PROGRESS")
     monkeypatch.setenv("CI", "true")
-    assert not synth._progress_enabled(True)
+    assert not _progress_enabled(True)
 
 
 def test_summary_line(corpus):

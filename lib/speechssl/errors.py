@@ -21,3 +21,8 @@ class ConfigError(SpeechSSLError, ValueError):
 
 class SynthesisError(SpeechSSLError, RuntimeError):
     """eSpeak NG is missing, or refused a voice or a text."""
+
+
+def config_error(owner: str, field: str, expected: str, found: object) -> ConfigError:
+    """A :class:`ConfigError` that names the field, what was expected and what was found."""
+    return ConfigError(f"{owner}.{field}: expected {expected}, found {found!r}")

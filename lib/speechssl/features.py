@@ -3,7 +3,7 @@
 All features use Kaldi-compatible framing through :mod:`torchaudio.compliance.kaldi`: a
 25 ms Povey window every 10 ms with ``snip_edges=True``, so an utterance of ``N`` samples at
 16 kHz has ``1 + (N - 400) // 160`` frames, exactly the 100 Hz grid of
-:data:`speechssl.data.manifest.MFCC_FRAMES` on which the phone labels are stored.
+:data:`speechssl.frames.MFCC_FRAMES` on which the phone labels are stored.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torchaudio
 
-from .data.manifest import MFCC_FRAMES, SAMPLE_RATE
+from .frames import MFCC_FRAMES, SAMPLE_RATE
 from .errors import AudioError
 
 #: 13 cepstra + deltas + delta-deltas, as the MFCC targets of HuBERT iteration 1

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from ..errors import AudioError, ConfigError
-from .manifest import SAMPLE_RATE
+from ..frames import SAMPLE_RATE
 
 __all__ = ["AudioInfo", "audio_info", "check_info", "check_length", "check_waveform", "load_audio"]
 

@@ -36,7 +36,8 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import AudioError, ConfigError
 from .audio import check_length, load_audio
-from .manifest import FRAME_RATES, MODEL_FRAMES, SAMPLE_RATE, WAV2VEC2_CONV_LAYERS, FrameRate, Utterance
+from ..frames import FRAME_GRIDS, MODEL_FRAMES, SAMPLE_RATE, FrameGrid
+from .manifest import Utterance
 
 __all__ = [
     "AudioDataset",
@@ -44,7 +45,6 @@ __all__ = [
     "IGNORE_INDEX",
     "LengthGroupedSampler",
     "collate_audio",
-    "receptive_field",
 ]
 
 #: Padding value of frame labels: the default ``ignore_index`` of ``F.cross_entropy``.
@@ -53,20 +53,8 @@ IGNORE_INDEX = -100
 CROP_MODES = ("random", "start", "none")
 
 
-def receptive_field(layers: Sequence[tuple[int, int]] = WAV2VEC2_CONV_LAYERS) -> int:
-    """Samples seen by one output frame of a stack of unpadded convolutions ``(kernel, stride)``.
-
-    For the wav2vec 2.0 feature encoder this is 400 samples (25 ms at 16 kHz): shorter audio
-    produces no frame at all.
-    """
-    rf = 1
-    for kernel, stride in reversed(layers):
-        rf = (rf - 1) * stride + kernel
-    return rf
-
-
-#: Receptive field of the wav2vec 2.0 / HuBERT feature encoder, in samples (400).
-ENCODER_RECEPTIVE_FIELD = receptive_field()
+#: Receptive field of the wav2vec 2.0 / HuBERT feature encoder, in samples (400): shorter audio yields no frame.
+ENCODER_RECEPTIVE_FIELD = MODEL_FRAMES.window
 
 
 def _min_reason(min_samples: int, sample_rate: int) -> str:
@@ -80,9 +68,9 @@ def _min_reason(min_samples: int, sample_rate: int) -> str:
 
 
 def _rate_hint(n_labels: int, num_samples: int) -> str:
-    matches = [name for name, g in FRAME_RATES.items() if g.num_frames(num_samples) == n_labels]
+    matches = [name for name, g in FRAME_GRIDS.items() if g.num_frames(num_samples) == n_labels]
     if matches:
-        return f"; that is the length at {matches[0]} (pass the matching FrameRate as frames=)"
+        return f"; that is the length at {matches[0]} (pass the matching FrameGrid as frames=)"
     return "; were the labels made for different audio?"
 
 
@@ -149,7 +137,7 @@ class AudioDataset(Dataset):
         crop: str = "random",
         seed: int = 0,
         frame_labels: Mapping[str, np.ndarray] | None = None,
-        frames: FrameRate = MODEL_FRAMES,
+        frames: FrameGrid = MODEL_FRAMES,
         normalize: bool = False,
     ) -> None:
         if crop not in CROP_MODES:

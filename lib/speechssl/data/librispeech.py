@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import ConfigError, CorpusNotFoundError
+from ..frames import SAMPLE_RATE
 from .audio import audio_info, check_info
-from .manifest import SAMPLE_RATE, Utterance, write_manifest
+from .manifest import Utterance, write_manifest
 
-__all__ = ["SUBSETS", "find_librispeech", "librispeech_manifest", "read_librispeech"]
+__all__ = ["SUBSETS", "find_librispeech", "librispeech_manifest", "read_librispeech", "subsets_found"]
 
 #: The seven standard subsets (960 h of training data in the three ``train-*`` subsets).
 SUBSETS: tuple[str, ...] = (
@@ -68,7 +69,7 @@ def find_librispeech(root: str | os.PathLike) -> Path:
     return inner if inner.is_dir() else root
 
 
-def _subsets_present(corpus: Path) -> list[str]:
+def subsets_found(corpus: Path) -> list[str]:
     return sorted(p.name for p in corpus.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -210,7 +211,7 @@ def read_librispeech(
     for subset in subsets:
         subset_dir = corpus / subset
         if not subset_dir.is_dir():
-            found = _subsets_present(corpus)
+            found = subsets_found(corpus)
             hint = "" if subset in SUBSETS else f"; the standard subsets are {list(SUBSETS)}"
             raise CorpusNotFoundError(
                 f"LibriSpeech subset {subset!r} not found at {subset_dir}; subsets found in "

@@ -15,6 +15,8 @@ Frame conventions (they match the feature extractors, so labels and features lin
   (5,2,2,2,2,2,2): receptive field 400 samples, hop 320 (wav2vec 2.0 paper, Sec. 2 / fairseq
   ``conv_feature_layers``).
 
+Both grids are defined once, in :mod:`speechssl.frames`.
+
 Frame ``i`` gets the label of the phone that covers the centre sample of its window.
 """
 
@@ -31,47 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import CorpusNotFoundError
-
-SAMPLE_RATE = 16_000
-
-#: (kernel, stride) of the wav2vec 2.0 feature encoder (fairseq ``conv_feature_layers``).
-WAV2VEC2_CONV_LAYERS: tuple[tuple[int, int], ...] = ((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2
-
-
-@dataclass(frozen=True)
-class FrameRate:
-    """A sliding-window frame grid over the waveform, in samples."""
-
-    name: str
-    window: int
-    hop: int
-
-    def num_frames(self, num_samples: int) -> int:
-        """Number of whole windows that fit (``snip_edges=True`` semantics)."""
-        if num_samples < self.window:
-            return 0
-        return 1 + (num_samples - self.window) // self.hop
-
-    def centres(self, num_samples: int) -> np.ndarray:
-        """Centre sample of every frame."""
-        return np.arange(self.num_frames(num_samples)) * self.hop + self.window // 2
-
-
-#: 100 Hz MFCC frames (25 ms window, 10 ms hop).
-MFCC_FRAMES = FrameRate("100hz", window=400, hop=160)
-#: 50 Hz model frames (400-sample receptive field, 320-sample hop).
-MODEL_FRAMES = FrameRate("50hz", window=400, hop=320)
-FRAME_RATES = {MFCC_FRAMES.name: MFCC_FRAMES, MODEL_FRAMES.name: MODEL_FRAMES}
-
-
-def conv_output_length(num_samples: int, layers: Sequence[tuple[int, int]] = WAV2VEC2_CONV_LAYERS) -> int:
-    """Output length of a stack of unpadded 1-D convolutions given as (kernel, stride)."""
-    length = num_samples
-    for kernel, stride in layers:
-        if length < kernel:
-            return 0
-        length = (length - kernel) // stride + 1
-    return length
+from ..frames import FRAME_GRIDS, SAMPLE_RATE, FrameGrid
 
 
 @dataclass
@@ -152,7 +114,7 @@ def read_manifest(root: str | os.PathLike, split: str) -> list[Utterance]:
 def frame_labels(
     alignment: Sequence[tuple[str, int, int]],
     num_samples: int,
-    frames: FrameRate,
+    frames: FrameGrid,
     phone_to_id: dict[str, int],
 ) -> np.ndarray:
     """Phone id of every frame: the phone that covers the frame's centre sample.
@@ -182,7 +144,7 @@ def write_frame_labels(root: str | os.PathLike, split: str, utterances: Sequence
     with ``offsets_<rate>`` (``len(ids) + 1`` boundaries).
     """
     arrays: dict[str, np.ndarray] = {"ids": np.array([u.id for u in utterances])}
-    for name, grid in FRAME_RATES.items():
+    for name, grid in FRAME_GRIDS.items():
         labs = [frame_labels(u.alignment, u.num_samples, grid, phone_to_id) for u in utterances]
         arrays[f"offsets_{name}"] = np.cumsum([0] + [len(x) for x in labs]).astype(np.int64)
         arrays[f"labels_{name}"] = np.concatenate(labs) if labs else np.zeros(0, np.int16)
@@ -201,8 +163,8 @@ def write_frame_labels(root: str | os.PathLike, split: str, utterances: Sequence
 
 def read_frame_labels(root: str | os.PathLike, split: str, rate: str = "100hz") -> dict[str, np.ndarray]:
     """Frame labels of a split as ``{utterance id: int16 array}`` at ``rate`` ('100hz' or '50hz')."""
-    if rate not in FRAME_RATES:
-        raise ValueError(f"rate must be one of {sorted(FRAME_RATES)}, got {rate!r}")
+    if rate not in FRAME_GRIDS:
+        raise ValueError(f"rate must be one of {sorted(FRAME_GRIDS)}, got {rate!r}")
     path = Path(root) / f"{split}.frames.npz"
     if not path.is_file():
         raise CorpusNotFoundError(f"no frame labels for split {split!r} at {path}")

@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import config_error
+from ..frames import output_lengths as conv_output_lengths
+from ..frames import receptive_field, total_stride
 
 __all__ = [
     "ConvBlock",
@@ -49,12 +51,9 @@ __all__ = [
     "MaskedGroupNorm",
     "NORMS",
     "ACTIVATIONS",
-    "config_error",
     "conv_output_lengths",
     "lengths_to_padding_mask",
     "make_activation",
-    "receptive_field",
-    "total_stride",
 ]
 
 #: Normalisations of :class:`ConvFeatureEncoder` / :class:`ConvContextNetwork`.
@@ -66,43 +65,12 @@ NORMS = ("group", "group_first", "layer", "none")
 ACTIVATIONS = ("relu", "gelu")
 
 
-def config_error(owner: str, field: str, expected: str, found: object) -> ConfigError:
-    """A :class:`~speechssl.errors.ConfigError` that names the field, what was expected and what was found."""
-    return ConfigError(f"{owner}.{field}: expected {expected}, found {found!r}")
-
-
 def make_activation(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU()
     if name == "gelu":
         return nn.GELU()
     raise config_error("activation", "name", f"one of {ACTIVATIONS}", name)
-
-
-def conv_output_lengths(lengths: torch.Tensor, layers: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """Valid output lengths of a stack of unpadded convolutions given as ``(kernel, stride)``.
-
-    ``floor((L - kernel) / stride) + 1`` per layer, and 0 once an input is shorter than a
-    kernel. ``lengths``: ``(B,)`` integer tensor -> ``(B,)`` int64.
-    """
-    out = lengths.to(torch.int64)
-    for kernel, stride in layers:
-        out = torch.where(out >= kernel, torch.div(out - kernel, stride, rounding_mode="floor") + 1,
-                          torch.zeros_like(out))
-    return out
-
-
-def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
-    """Input samples seen by one output frame of a stack of convolutions ``(kernel, stride)``."""
-    rf = 1
-    for kernel, stride in reversed(list(layers)):
-        rf = (rf - 1) * stride + kernel
-    return rf
-
-
-def total_stride(layers: Sequence[tuple[int, int]]) -> int:
-    """Input samples between two consecutive output frames (the product of the strides)."""
-    return math.prod(stride for _, stride in layers)
 
 
 def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

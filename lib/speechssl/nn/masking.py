@@ -22,17 +22,68 @@ targets; their inputs are replaced by a ``<mask>`` token, or (BERT, Devlin et al
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .conv import config_error
+from ..errors import config_error
 
-__all__ = ["corrupt_tokens", "expected_mask_fraction", "span_mask"]
+__all__ = ["MaskSpec", "corrupt_tokens", "expected_mask_fraction", "span_mask"]
 
 
 def expected_mask_fraction(start_prob: float, span_length: int) -> float:
     """``1 - (1 - p)^M``: the masked share of a long sequence (0.40 for p = 0.05, M = 10)."""
     return 1.0 - (1.0 - start_prob) ** span_length
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """One span-masking setting, shared by every model that masks: ``p``, ``M`` and the minimum.
+
+    ``start_prob`` is the papers' ``p`` (share of positions that start a span), ``length`` their
+    ``M`` and ``min_spans`` the fewest spans per sequence. fairseq states the same setting as
+    ``mask_prob = p * M`` (:meth:`fairseq`, :attr:`mask_prob`). The book's models:
+
+    - vq-wav2vec's BERT (Sec. 4): ``p = 0.05, M = 10``, at least one span;
+    - wav2vec 2.0 (Sec. 3.1): ``mask_prob = 0.65, M = 10`` (p = 0.065), at least two spans
+      (fairseq ``apply_mask``: ``min_masks=2``);
+    - CTC fine-tuning (fairseq ``base_10m.yaml``): ``mask_prob = 0.65, M = 10`` in time,
+      ``mask_channel_prob = 0.25, M = 64`` over channels (no minimum);
+    - HuBERT (Sec. IV-C): ``mask_prob = 0.80, M = 10`` (p = 0.08), at least two spans.
+    """
+
+    start_prob: float
+    length: int
+    min_spans: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.length, int) or self.length < 1:
+            raise config_error("MaskSpec", "length", "an integer >= 1", self.length)
+        if not 0.0 <= self.start_prob <= 1.0:
+            raise config_error("MaskSpec", "start_prob", "a probability in [0, 1]", self.start_prob)
+        if not isinstance(self.min_spans, int) or self.min_spans < 0:
+            raise config_error("MaskSpec", "min_spans", "an integer >= 0", self.min_spans)
+
+    @classmethod
+    def fairseq(cls, mask_prob: float, length: int, min_spans: int = 0) -> "MaskSpec":
+        """The spec of fairseq's ``mask_prob`` (``p * M``), ``mask_length`` and ``min_masks``."""
+        return cls(mask_prob / length, length, min_spans)
+
+    @property
+    def mask_prob(self) -> float:
+        """fairseq's ``mask_prob``: ``p * M``."""
+        return self.start_prob * self.length
+
+    @property
+    def expected_fraction(self) -> float:
+        """The masked share of a long sequence, ``1 - (1 - p)^M`` (spans overlap)."""
+        return expected_mask_fraction(self.start_prob, self.length)
+
+    def sample(self, lengths: torch.Tensor, max_len: int, *, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        """``(B, max_len)`` bool mask for sequences of ``lengths`` (:func:`span_mask`)."""
+        return span_mask(lengths, max_len, self.start_prob, self.length, min_spans=self.min_spans,
+                         generator=generator)
 
 
 def span_mask(lengths: torch.Tensor, max_len: int, start_prob: float, span_length: int, *,

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import codebook_perplexity
-from .conv import MaskedGroupNorm, config_error, lengths_to_padding_mask, make_activation
+from ..errors import config_error
+from .conv import MaskedGroupNorm, lengths_to_padding_mask, make_activation
 
 __all__ = [
     "GumbelQuantizer",

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import config_error
+from ..errors import config_error
 
 __all__ = [
     "ConvPositionalEmbedding",

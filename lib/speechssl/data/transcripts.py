@@ -1,0 +1,93 @@
+"""Transcribed audio for CTC: transcript units, the labeled dataset and its collate function.
+
+The synthetic corpus is transcribed in phones (its phone transcript, silence excluded); LibriSpeech
+in letters with ``|`` after every word, as fairseq's ``.ltr`` labels (``libri_labels.py``).
+Output index 0 of every CTC vocabulary in the book is the blank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..errors import ConfigError
+from .dataset import collate_audio
+
+__all__ = ["BLANK", "LETTERS", "UNITS", "WORD_BOUNDARY", "TranscribedAudio", "collate_ctc", "letters_to_words",
+           "transcript_units"]
+
+#: Index of the CTC blank in every vocabulary of this module.
+BLANK = 0
+#: Word boundary of letter transcripts (fairseq's ``.ltr`` labels, ``libri_labels.py``).
+WORD_BOUNDARY = "|"
+#: Output letters for LibriSpeech: the 26 upper-case letters, the apostrophe and the word boundary
+#: (the symbols of fairseq's ``dict.ltr.txt`` for LibriSpeech).
+LETTERS: tuple[str, ...] = (WORD_BOUNDARY, *"ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+#: Transcript units: ``phones`` (the synthetic corpus' phone transcripts) or ``letters`` (the text).
+UNITS = ("phones", "letters")
+
+
+def transcript_units(utterance, unit: str = "phones") -> list[str]:
+    """The CTC target symbols of an utterance record.
+
+    ``phones``: its phone transcript (silence excluded). ``letters``: the characters of its
+    words, each word followed by the boundary ``|``, as in fairseq's ``.ltr`` labels
+    (``"A CAT"`` -> ``A | C A T |``).
+    """
+    if unit == "phones":
+        return list(utterance.phones)
+    if unit == "letters":
+        return [c for w in utterance.words for c in (*w.upper(), WORD_BOUNDARY)]
+    raise ConfigError(f"transcript unit: expected one of {UNITS}, found {unit!r}")
+
+
+def letters_to_words(symbols: Sequence[str]) -> list[str]:
+    """Letters with ``|`` boundaries -> words (empty words from repeated boundaries dropped)."""
+    return [w for w in "".join(symbols).split(WORD_BOUNDARY) if w]
+
+
+class TranscribedAudio(torch.utils.data.Dataset):
+    """Whole utterances with their transcripts as CTC targets.
+
+    Wraps an :class:`~speechssl.data.dataset.AudioDataset` (which checks every file: rate,
+    channels, length, NaN) and adds ``targets`` ``(S,)``: the utterance's
+    :func:`transcript_units` (``unit="phones"`` for the synthetic corpus, ``"letters"`` for
+    LibriSpeech) encoded by ``model.encode_targets``. An utterance without a transcript, or
+    with a symbol the vocabulary lacks, is an error that names it.
+    """
+
+    def __init__(self, audio: torch.utils.data.Dataset, model, unit: str = "phones") -> None:
+        self.audio = audio
+        self.targets = []
+        for u in audio.utterances:
+            symbols = transcript_units(u, unit)
+            if not symbols:
+                raise ConfigError(f"utterance {u.id!r} ({u.path}): no {unit[:-1]} transcript in the manifest; CTC "
+                                  f"fine-tuning needs one for every utterance")
+            self.targets.append(model.encode_targets(symbols, source=f"utterance {u.id!r}"))
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    @property
+    def sizes(self):
+        """Length in samples of every item (for length-grouped batching)."""
+        return self.audio.sizes
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.audio[index]
+        item["targets"] = self.targets[index]
+        return item
+
+
+def collate_ctc(items: Sequence[Mapping]) -> dict:
+    """Pad ``audio`` (``(T,)`` each) and ``targets`` (``(S,)`` int64 each) into a batch:
+    ``audio`` ``(B, T)``, ``lengths``, ``targets`` ``(B, S_max)`` padded with -1, ``target_lengths``."""
+    batch = collate_audio([{k: v for k, v in it.items() if k != "targets"} for it in items])
+    tl = torch.tensor([len(it["targets"]) for it in items], dtype=torch.int64)
+    targets = torch.full((len(items), int(tl.max()) if len(items) else 0), -1, dtype=torch.int64)
+    for i, it in enumerate(items):
+        targets[i, : len(it["targets"])] = it["targets"]
+    batch["targets"], batch["target_lengths"] = targets, tl
+    return batch
