@@ -121,7 +121,7 @@ class PairedBatches:
 
 
 def ddp_config(out_dir: str, **overrides):
-    from speechssl.train import TrainConfig
+    from speechssl.engine import TrainConfig
 
     values = dict(
         model="tiny_conv", seed=3, max_steps=6, lr=3e-3, schedule="polynomial", warmup_steps=2,
@@ -135,7 +135,7 @@ def ddp_config(out_dir: str, **overrides):
 def main(out_dir: str) -> None:
     import torch.distributed as dist
 
-    from speechssl.train import Trainer
+    from speechssl.engine import Trainer
 
     torch.manual_seed(0)
     model = TinyConvModel()

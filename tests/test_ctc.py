@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from speechssl.errors import ConfigError
-from speechssl.models.ctc import BLANK, CTCConfig, Wav2Vec2CTC, collate_ctc, greedy_decode
+from speechssl.data.transcripts import BLANK, collate_ctc
+from speechssl.decoding import greedy_decode
+from speechssl.models.ctc import CTCConfig, Wav2Vec2CTC
 from speechssl.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
 VOCAB = ["AA", "B", "K", "S"]
@@ -111,7 +113,7 @@ def test_missing_targets_is_a_clear_error():
 
 def test_beam_search_agrees_with_greedy_on_a_peaked_path():
     pytest.importorskip("flashlight.lib.text")  # in requirements-lock.txt, so CI runs this
-    from speechssl.models.ctc import beam_decode
+    from speechssl.decoding import beam_decode
 
     path = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 0, 3, 4], [2, 0, 2, 2, 0, 0, 0, 0, 0, 0]])
     lp = (F.one_hot(path, 5).float() * 8).log_softmax(-1)
@@ -129,7 +131,8 @@ def test_transcribed_audio_and_per(tmp_path):
 
     from speechssl.data.dataset import AudioDataset
     from speechssl.data.manifest import Utterance
-    from speechssl.models.ctc import TranscribedAudio, evaluate_per
+    from speechssl.data.transcripts import TranscribedAudio
+    from speechssl.decoding import evaluate_per
 
     m = small_model()
     utts = []

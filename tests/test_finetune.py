@@ -14,36 +14,52 @@ from speechssl.checkpoint import CheckpointError
 from speechssl.data.dataset import AudioDataset
 from speechssl.data.manifest import Utterance
 from speechssl.errors import ConfigError
-from speechssl.models import CTC_MODES, ctc_config, ctc_train_overrides
-from speechssl.models.ctc import (LETTERS, CTCConfig, beam_decode, greedy_decode, letters_to_words, transcript_units,
-                                  word_error_rate)
+from speechssl.data.transcripts import LETTERS, letters_to_words, transcript_units
+from speechssl.decoding import beam_decode, greedy_decode
+from speechssl.engine import TrainConfig, Trainer
+from speechssl.metrics import word_error_rate
+from speechssl.models.ctc import CTCConfig
 from speechssl.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config
-from speechssl.train import TrainConfig, Trainer
+from speechssl.recipes import CTC_MODES, recipe
+
+
+def ctc(scale, mode="finetune", **overrides):
+    return recipe(f"wav2vec2_ctc_{mode}", scale, **overrides)
 
 
 def test_full_scale_is_fairseq_base_10m():
-    cfg, train = ctc_config("full"), ctc_train_overrides("full")
+    r = ctc("full")
+    cfg, train = r.model, r.train
     assert cfg == CTCConfig()
     assert (cfg.freeze_updates, cfg.mask_prob, cfg.mask_length, cfg.mask_channel_prob, cfg.mask_channel_length,
             cfg.layer_drop) == (10_000, 0.65, 10, 0.25, 64, 0.1)
-    assert (train["lr"], train["max_steps"], train["schedule"], train["tri_stage_ratios"], train["final_lr_scale"],
-            train["max_batch_samples"], train["accum_steps"], train["crop_samples"]) == (
+    assert (train.lr, train.max_steps, train.schedule, train.tri_stage_ratios, train.final_lr_scale,
+            train.max_batch_samples, train.accum_steps, train.crop_samples) == (
         5e-5, 13_000, "tri_stage", (0.1, 0.4, 0.5), 0.05, 3_200_000, 4, None)
-    TrainConfig(model="wav2vec2_ctc", **train)                       # valid as a training configuration
 
 
 @pytest.mark.parametrize("scale", ["tiny", "reduced", "full"])
 def test_modes_differ_only_in_what_trains(scale):
-    fine, scratch, probe = (ctc_config(scale, m) for m in CTC_MODES)
+    fine, scratch, probe = (ctc(scale, m).model for m in CTC_MODES)
     assert fine.freeze_updates > 0 and not fine.train_feature_encoder and not fine.linear_probe
     assert scratch == dataclasses.replace(fine, freeze_updates=0, train_feature_encoder=True)
     assert probe == dataclasses.replace(fine, freeze_updates=0, linear_probe=True)
-    assert ctc_train_overrides(scale, "probe")["lr"] == pytest.approx(10 * ctc_train_overrides(scale)["lr"])
+    assert ctc(scale, "probe").train.lr == pytest.approx(10 * ctc(scale).train.lr)
     # the same budget for every row: updates and batches
     for key in ("max_steps", "max_batch_samples"):
-        assert len({ctc_train_overrides(scale, m)[key] for m in CTC_MODES}) == 1
-    with pytest.raises(ConfigError, match="CTC mode: expected one of"):
-        ctc_config(scale, "distill")
+        assert len({getattr(ctc(scale, m).train, key) for m in CTC_MODES}) == 1
+    with pytest.raises(ConfigError, match="model: expected one of"):
+        ctc(scale, "distill")
+
+
+@pytest.mark.parametrize("steps", [60, 600, 13_000])
+def test_the_freeze_keeps_its_share_of_the_run(steps):
+    """A shorter run still unfreezes the Transformer: the freeze is the recipe's share of the updates."""
+    for scale in ("tiny", "full"):
+        base = ctc(scale)
+        r = ctc(scale, max_steps=steps)
+        assert r.model.freeze_updates == round(base.model.freeze_updates * steps / base.train.max_steps) < steps
+    assert ctc("tiny", max_steps=60, freeze_updates=50).model.freeze_updates == 50     # an override is kept
 
 
 def test_letters_follow_fairseq_ltr_labels():
@@ -96,14 +112,14 @@ def pretrained(tmp_path):
 
 def test_build_loads_the_pretrained_encoder(pretrained):
     run, enc = pretrained
-    m = ft.build_ctc_model("tiny", "finetune", ft.PHONE_VOCAB, run)
+    m = ctc("tiny").build(vocab=ft.PHONE_VOCAB, pretrained=run)
     for k, v in enc.state_dict().items():
         assert torch.equal(m.encoder.state_dict()[k], v), k
-    assert m.cfg == ctc_config("tiny")
-    probe = ft.build_ctc_model("tiny", "probe", ft.PHONE_VOCAB, run)
+    assert m.cfg == ctc("tiny").model
+    probe = ctc("tiny", "probe").build(vocab=ft.PHONE_VOCAB, pretrained=run)
     assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
-    with pytest.raises(CheckpointError, match="another configuration"):
-        ft.build_ctc_model("reduced", "finetune", ft.PHONE_VOCAB, run)
+    with pytest.raises(CheckpointError, match="cannot load the pre-trained model: .*another configuration"):
+        ctc("reduced").build(vocab=ft.PHONE_VOCAB, pretrained=run)
 
 
 def test_cli_trains_each_mode_and_writes_error_rates(tmp_path, pretrained, monkeypatch, capsys):
@@ -112,11 +128,11 @@ def test_cli_trains_each_mode_and_writes_error_rates(tmp_path, pretrained, monke
     utts = _corpus(tmp_path / "c")
     seen = []
 
-    def fake_utterances(spec, subsets, scale, default_split):
-        seen.append((spec, subsets, default_split))
-        return [(subsets[0] if subsets else default_split, utts)], tmp_path / "c", "phones"
+    def fake_split(r, data, subsets, default, info, **kwargs):
+        seen.append((data, subsets, default))
+        return [(subsets[0] if subsets else default, utts)], tmp_path / "c", "phones"
 
-    monkeypatch.setattr(ft, "_utterances", fake_utterances)
+    monkeypatch.setattr(ft, "load_split", fake_split)
     for mode in CTC_MODES:
         out = tmp_path / mode
         argv = ["--scale", "tiny", "--mode", mode, "--out", str(out), "--max-steps", "2", "--log-every", "1"]

@@ -16,7 +16,7 @@ from speechssl.schedules import (
     tri_stage_lr,
     tri_stage_steps,
 )
-from speechssl.train import TrainConfig
+from speechssl.engine import TrainConfig
 
 
 def approx(x, rel=1e-12, abs=1e-18):

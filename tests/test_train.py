@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +26,9 @@ from speechssl.checkpoint import CheckpointError, load_checkpoint
 from speechssl.data.dataset import LengthGroupedSampler
 from speechssl.data.manifest import Utterance
 from speechssl.errors import ConfigError
-from speechssl.train import (
-    NonFiniteError,
-    TrainConfig,
-    Trainer,
-    config_from_args,
-    main,
-    make_train_dataset,
-    parse_data_spec,
-    read_metrics,
-)
+from speechssl.cli import parse_data_spec
+from speechssl.engine import NonFiniteError, TrainConfig, Trainer, make_train_dataset, read_metrics
+from speechssl.train import main
 
 TESTS = Path(__file__).resolve().parent
 LIB = str(TESTS.parent / "lib")
@@ -402,105 +395,126 @@ def test_parse_data_spec():
     assert parse_data_spec("synth") == ("synth", None)
     assert parse_data_spec("librispeech:/data/LS") == ("librispeech", Path("/data/LS"))
     for bad, msg in [("timit", "expected 'synth' or 'librispeech:PATH'"),
-                     ("librispeech", "a colon, then the folder"),
+                     ("librispeech", "expected 'librispeech:PATH'"),
                      ("librispeech:", "no path")]:
         with pytest.raises(ConfigError, match=msg):
             parse_data_spec(bad)
 
 
-class FakeSpec:
-    def __init__(self, overrides=None):
-        self.overrides = overrides or {}
-        self.built = []
-
-    def build(self, scale):
-        self.built.append(scale)
-        return new_model()
-
-    def train_overrides(self, scale):
-        return dict(self.overrides)
+@dataclass
+class TinyConvConfig:
+    channels: int = 8
 
 
 @pytest.fixture
-def fake_registry(monkeypatch):
-    spec = FakeSpec({"lr": 1e-3, "max_steps": 50, "max_batch_samples": 4000, "crop_samples": 1600,
-                     "log_every": 1, "schedule": "cosine", "warmup_steps": 1})
-    module = types.ModuleType("speechssl.models")
-    module.MODEL_SPECS = {"tiny_conv": spec, "other_model": FakeSpec()}
-    monkeypatch.setitem(sys.modules, "speechssl.models", module)
-    return spec
+def fake_recipe(monkeypatch):
+    """A recipe ``tiny_conv`` for a tiny convolutional model, registered for the pre-training command."""
+    from speechssl import recipes
+
+    built = []
+
+    def build(r):
+        built.append(r.scale)
+        return new_model(channels=r.model.channels)
+
+    train = {"lr": 1e-3, "max_steps": 50, "max_batch_samples": 4000, "crop_samples": 1600, "log_every": 1,
+             "schedule": "cosine", "warmup_steps": 1}
+    spec = recipes._Spec(lambda scale: TinyConvConfig(), {s: train for s in recipes.SCALES},
+                         recipes._derive_warmup, build)
+    monkeypatch.setitem(recipes.RECIPES, "tiny_conv", spec)
+    monkeypatch.setattr(train_mod, "PRETRAINING", ("tiny_conv",))
+    return built
 
 
-def test_cli_unknown_model_lists_available(fake_registry, capsys):
-    assert main(["wav2vec9", "--data", "synth"]) == 2
+def test_cli_unknown_model_lists_the_models(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["wav2vec9", "--data", "synth"])
     err = capsys.readouterr().err
-    assert "unknown model 'wav2vec9'" in err and "available models: other_model, tiny_conv" in err
+    assert exc.value.code == 2 and "invalid choice: 'wav2vec9'" in err and "'wav2vec2'" in err
 
 
-def test_cli_bad_data_string(fake_registry, capsys):
+def test_cli_help_lists_models_and_scales(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "models: wav2vec, vq_wav2vec, vq_wav2vec_kmeans, wav2vec2" in out and "scales: tiny, reduced, full" in out
+    assert "--warmup-steps" in out and "--batch-seconds" in out and "--crop-seconds" in out and "--audio-ext" in out
+
+
+def test_cli_bad_data_string(fake_recipe, capsys):
     assert main(["tiny_conv", "--data", "s3://bucket"]) == 2
     assert "--data: expected 'synth' or 'librispeech:PATH', found 's3://bucket'" in capsys.readouterr().err
 
 
-def test_cli_bad_scale_is_an_argparse_error(fake_registry, capsys):
+def test_cli_bad_scale_is_an_argparse_error(fake_recipe, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tiny_conv", "--scale", "huge"])
     assert exc.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
 
 
-def test_cli_config_layers(fake_registry):
+def test_cli_options_are_recipe_overrides(fake_recipe):
+    from speechssl.cli import recipe_overrides
+    from speechssl.recipes import recipe
+
     args = train_mod.build_arg_parser().parse_args(
-        ["tiny_conv", "--scale", "reduced", "--max-steps", "7", "--seed", "3", "--out", "/tmp/x"])
-    cfg = config_from_args(args, fake_registry)
+        ["tiny_conv", "--scale", "reduced", "--max-steps", "7", "--seed", "3", "--out", "/tmp/x",
+         "--batch-seconds", "0.5", "--crop-seconds", "0.1", "--warmup-steps", "2"])
+    cfg = recipe("tiny_conv", "reduced", **recipe_overrides(args)).train
     assert (cfg.model, cfg.scale, cfg.max_steps, cfg.seed, cfg.lr, cfg.schedule, cfg.out_dir) == (
         "tiny_conv", "reduced", 7, 3, 1e-3, "cosine", "/tmp/x")
-    bad = FakeSpec({"learning_rate": 1.0})
-    with pytest.raises(ConfigError, match=r"train_overrides\('reduced'\) of model 'tiny_conv': unknown"):
-        config_from_args(args, bad)
+    assert (cfg.max_batch_samples, cfg.crop_samples, cfg.warmup_steps) == (8000, 1600, 2)
+    assert recipe("tiny_conv", "tiny", max_steps=10).train.warmup_steps == 0          # 1 of 50, kept in proportion
+    with pytest.raises(ConfigError, match=r"recipe\('tiny_conv', 'reduced'\): unknown setting\(s\) \['learning_rate'\]"):
+        recipe("tiny_conv", "reduced", learning_rate=1.0)
     args = train_mod.build_arg_parser().parse_args(["tiny_conv", "--resume", "auto"])
     assert args.resume == "auto"
     assert train_mod.build_arg_parser().parse_args(["tiny_conv", "--resume"]).resume is True
 
 
-def test_cli_trains_and_resumes(fake_registry, corpus, tmp_path, monkeypatch, capsys):
+def test_cli_trains_and_resumes(fake_recipe, corpus, tmp_path, monkeypatch, capsys):
     utts, root = corpus
     seen = {}
 
-    def fake_load(kind, path, scale, subsets, info):
-        seen["args"] = (kind, path, scale, list(subsets))
-        return utts, root
+    def fake_split(r, data, subsets, default, info, **kwargs):
+        seen["args"] = (data, r.scale, list(subsets), default)
+        return [(subsets[0], utts)], root, "letters"
 
-    monkeypatch.setattr(train_mod, "_load_utterances", fake_load)
+    monkeypatch.setattr(train_mod, "load_split", fake_split)
     out = tmp_path / "run"
     argv = ["tiny_conv", "--scale", "tiny", "--data", "librispeech:/data/LS", "--subsets", "dev-clean",
             "--out", str(out), "--max-steps", "3"]
     assert main(argv) == 0
-    assert seen["args"] == ("librispeech", Path("/data/LS"), "tiny", ["dev-clean"])
+    assert seen["args"] == ("librispeech:/data/LS", "tiny", ["dev-clean"], "pretrain")
     assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
     assert main(argv) == 2  # the folder holds a run: refuse to overwrite it silently
     assert "already holds a run" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="max_steps: 3 -> 5"):
         assert main(argv[:-1] + ["5", "--resume"]) == 0
     assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4, 5]
-    assert fake_registry.built == ["tiny", "tiny", "tiny"]
+    assert fake_recipe == ["tiny", "tiny", "tiny"]
 
 
-def test_cli_drops_utterances_shorter_than_the_model_needs(fake_registry, corpus, tmp_path, monkeypatch, capsys,
+def test_cli_drops_utterances_shorter_than_the_model_needs(fake_recipe, corpus, tmp_path, monkeypatch, capsys,
                                                           caplog):
+    from speechssl import recipes
+
     utts, root = corpus
     lengths = sorted(u.num_samples for u in utts)
-    monkeypatch.setattr(train_mod, "_load_utterances", lambda *a: (utts, root))
-    built = fake_registry.build
+    monkeypatch.setattr(train_mod, "load_split", lambda *a, **k: ([("pretrain", utts)], root, "phones"))
+    spec = recipes.RECIPES["tiny_conv"]
+    minimum = {}
 
-    def build_with_minimum(scale, minimum):
-        model = built(scale)
-        model.min_input_samples = minimum
+    def build_with_minimum(r):
+        model = new_model()
+        model.min_input_samples = minimum["n"]
         return model
 
-    monkeypatch.setattr(fake_registry, "build", lambda scale: build_with_minimum(scale, lengths[1]))
-    with caplog.at_level("INFO", logger="speechssl.train"):
+    monkeypatch.setitem(recipes.RECIPES, "tiny_conv", recipes._Spec(spec.model, spec.train, spec.derive,
+                                                                    build_with_minimum))
+    minimum["n"] = lengths[1]
+    with caplog.at_level("INFO", logger="speechssl.engine"):
         assert main(["tiny_conv", "--out", str(tmp_path / "a"), "--max-steps", "1"]) == 0
     assert f"dropped 1 of {len(utts)} utterances shorter than {lengths[1]} samples" in caplog.text
-    monkeypatch.setattr(fake_registry, "build", lambda scale: build_with_minimum(scale, lengths[-1] + 1))
+    minimum["n"] = lengths[-1] + 1
     assert main(["tiny_conv", "--out", str(tmp_path / "b"), "--max-steps", "1"]) == 2
     assert f"shorter than the model's minimum of {lengths[-1] + 1} samples" in capsys.readouterr().err

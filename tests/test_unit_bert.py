@@ -6,8 +6,9 @@ import torch.nn.functional as F
 
 from speechssl.errors import ConfigError
 from speechssl.nn.masking import corrupt_tokens, expected_mask_fraction, span_mask
-from speechssl.models.unit_bert import (UNIT_BERT_TRAIN, UnitBert, UnitBertConfig, UnitSequences, UnitVocabulary,
-                                        collate_units)
+from speechssl.data.units import UnitSequences, UnitVocabulary, collate_units
+from speechssl.models.unit_bert import UnitBert, UnitBertConfig
+from speechssl.recipes import recipe
 
 
 def test_vocabulary_of_observed_units():
@@ -130,16 +131,15 @@ def test_unit_sequences_crop_deterministically_per_epoch():
 
 
 def test_trainer_trains_unit_bert_on_token_batches(tmp_path):
-    from speechssl.train import TrainConfig, Trainer
+    from speechssl.engine import Trainer
 
     torch.manual_seed(0)
     seqs = []
     for _ in range(24):
         units = torch.randint(3, 20, (12,))       # long runs: a masked span is mostly its neighbours' unit
         seqs.append(torch.repeat_interleave(units, torch.randint(14, 22, (12,)))[:150])
-    cfg = TrainConfig(model="unit_bert", scale="tiny", out_dir=str(tmp_path), device="cpu", log_every=5,
-                      ckpt_every=0, **{**UNIT_BERT_TRAIN["tiny"], "max_steps": 60, "warmup_steps": 5, "lr": 3e-3,
-                                       "max_batch_samples": 1024, "crop_samples": 128})
+    cfg = recipe("unit_bert", "tiny", vocab_size=20, out_dir=str(tmp_path), device="cpu", log_every=5, ckpt_every=0,
+                 max_steps=60, warmup_steps=5, lr=3e-3, max_batch_samples=1024, crop_samples=128).train
     model = tiny_model(vocab=20, dropout=0.0, attention_dropout=0.0)
     history = Trainer(model, cfg, UnitSequences(seqs, max_len=cfg.crop_samples, seed=cfg.seed), collate_units).fit()
     assert [h["step"] for h in history] == list(range(5, 61, 5))
@@ -150,9 +150,11 @@ def test_trainer_trains_unit_bert_on_token_batches(tmp_path):
 
 @pytest.mark.parametrize("scale", ["tiny", "reduced", "full"])
 def test_training_settings_are_engine_configs(scale):
-    from speechssl.train import TrainConfig
-
-    cfg = TrainConfig(model="unit_bert", scale=scale, **UNIT_BERT_TRAIN[scale])
+    r = recipe("unit_bert", scale, vocab_size=100)
+    cfg = r.train
+    assert r.model.vocab_size == 100
+    with pytest.raises(ConfigError, match=r"expected a value for \['vocab_size'\]"):
+        recipe("unit_bert", scale)
     assert cfg.schedule == "polynomial" and cfg.min_lr == 0.0      # linear warm-up, linear decay to 0 (Sec. 5.3)
     if scale == "full":
         assert (cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.max_batch_samples) == (1e-5, 10_000, 250_000, 3_072)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from speechssl.errors import AudioError, ConfigError
-from speechssl.models import ANNEAL_FRACTION, MODEL_SPECS
+from speechssl.recipes import recipe
 from speechssl.models.vq_wav2vec import VQWav2Vec, VQWav2VecConfig
 
 
@@ -87,28 +87,26 @@ def test_groups_and_combine_groups(groups, combine):
     assert u.shape[-1] == groups and m.num_codewords == 8 ** groups
 
 
-def test_registry_scales_and_annealing_follow_the_updates():
+def test_recipes_scales_and_annealing_follow_the_updates():
     for name in ("vq_wav2vec", "vq_wav2vec_kmeans"):
-        spec = MODEL_SPECS[name]
         for scale in ("tiny", "reduced", "full"):
-            tr = spec.train_overrides(scale)
-            assert tr["schedule"] == "cosine"
-            m = spec.build(scale) if scale == "tiny" else None
-            if m is not None:
-                assert m.cfg.quantizer == ("gumbel" if name == "vq_wav2vec" else "kmeans")
-                assert m.cfg.anneal_updates == round(ANNEAL_FRACTION * tr["max_steps"])
-        full = spec.train_overrides("full")
-        assert (full["lr"], full["warmup_steps"], full["min_lr"], full["max_steps"], full["crop_samples"]) == \
+            r = recipe(name, scale)
+            assert r.train.schedule == "cosine"
+            assert r.model.quantizer == ("gumbel" if name == "vq_wav2vec" else "kmeans")
+            assert r.model.anneal_updates == round(0.7 * r.train.max_steps)          # Sec. 5.2: 70% of the updates
+        full = recipe(name, "full").train
+        assert (full.lr, full.warmup_steps, full.min_lr, full.max_steps, full.crop_samples) == \
             (5e-3, 500, 1e-6, 400_000, 150_000)
+    assert isinstance(recipe("vq_wav2vec_kmeans", "tiny").build(), VQWav2Vec)
 
 
 def test_errors():
     m = VQWav2Vec(VQWav2VecConfig.preset("tiny"))
-    with pytest.raises(AudioError, match="465 samples"):
+    with pytest.raises(AudioError, match="needs at least 2065 samples"):     # 11 frames: a target and 10 distractors
         m.compute_loss({"audio": torch.randn(1, 400)}, 0)
-    with pytest.raises(AudioError, match="465 samples"):
+    with pytest.raises(AudioError, match="needs at least 465 samples .one frame"):
         m.units(torch.randn(1, 400))
-    with pytest.raises(ConfigError, match="prediction_steps"):
+    with pytest.raises(AudioError, match="needs at least 2065 samples"):
         m.compute_loss({"audio": torch.randn(1, 465 + 3 * 160)}, 0)
     with pytest.raises(ConfigError, match="empty batch"):
         m.compute_loss({"audio": torch.zeros(0, 100)}, 0)

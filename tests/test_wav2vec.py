@@ -4,11 +4,8 @@ import pytest
 import torch
 
 from speechssl.errors import AudioError, ConfigError
-from speechssl.models import MODEL_SPECS
+from speechssl.recipes import recipe
 from speechssl.models.wav2vec import StepPredictors, Wav2Vec, Wav2VecConfig
-
-TRAIN_FIELDS = {"lr", "schedule", "warmup_steps", "min_lr", "max_steps", "max_batch_samples", "crop_samples",
-                "grad_clip", "weight_decay", "betas", "eps"}
 
 
 def n_params(module):
@@ -117,18 +114,16 @@ def test_compute_loss_contract():
     assert m.chance_loss == pytest.approx(3.351, abs=1e-3) and m.chance_accuracy == pytest.approx(1 / 11)
 
 
-def test_registry():
-    assert {"wav2vec", "vq_wav2vec", "vq_wav2vec_kmeans"} <= set(MODEL_SPECS)
-    spec = MODEL_SPECS["wav2vec"]
-    assert isinstance(spec.build("tiny"), Wav2Vec)
+def test_recipes():
+    assert isinstance(recipe("wav2vec", "tiny").build(), Wav2Vec)
     for scale in ("tiny", "reduced", "full"):
-        tr = spec.train_overrides(scale)
-        assert set(tr) == TRAIN_FIELDS and tr["schedule"] == "cosine"
-    full = spec.train_overrides("full")
-    assert (full["lr"], full["warmup_steps"], full["min_lr"], full["max_steps"], full["crop_samples"]) == \
+        assert recipe("wav2vec", scale).train.schedule == "cosine"
+    full = recipe("wav2vec", "full").train
+    assert (full.lr, full.warmup_steps, full.min_lr, full.max_steps, full.crop_samples) == \
         (5e-3, 500, 1e-6, 400_000, 150_000)
+    assert recipe("wav2vec", "full", max_steps=4_000).train.warmup_steps == 5        # 500 of 400k, kept in proportion
     with pytest.raises(ConfigError, match="scale"):
-        spec.build("huge")
+        recipe("wav2vec", "huge")
 
 
 def test_error_empty_batch():
@@ -141,13 +136,13 @@ def test_error_empty_batch():
 
 def test_error_utterances_shorter_than_the_receptive_field():
     m = Wav2Vec(Wav2VecConfig.preset("tiny"))
-    with pytest.raises(AudioError, match="receptive field of 465 samples"):
+    with pytest.raises(AudioError, match="has 300 samples .* needs at least 2385 samples"):
         m.compute_loss({"audio": torch.randn(2, 464), "lengths": torch.tensor([464, 300])}, 0)
 
 
 def test_error_more_prediction_steps_than_frames():
     m = Wav2Vec(Wav2VecConfig.preset("tiny"))   # K = 12 needs 13 frames = 465 + 12 * 160 = 2385 samples
-    with pytest.raises(ConfigError, match="prediction_steps.*2385 samples"):
+    with pytest.raises(AudioError, match="needs at least 2385 samples .12 frames ahead for K=12 steps"):
         m.compute_loss({"audio": torch.randn(1, 2384)}, 0)
     loss, _ = m.compute_loss({"audio": torch.randn(1, 2385)}, 0)
     assert torch.isfinite(loss)
@@ -155,8 +150,9 @@ def test_error_more_prediction_steps_than_frames():
 
 def test_error_more_negatives_than_frames():
     m = Wav2Vec(Wav2VecConfig.preset("tiny", prediction_steps=2, num_negatives=20))
-    with pytest.raises(ConfigError, match="num_negatives"):
-        m.compute_loss({"audio": torch.randn(1, 465 + 10 * 160)}, 0)   # 11 frames
+    with pytest.raises(AudioError, match="needs at least 3665 samples .* and 20 distractors"):
+        m.compute_loss({"audio": torch.randn(1, 465 + 10 * 160)}, 0)   # 11 frames, 21 needed
+    assert m.min_input_samples == 465 + 20 * 160
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -9,6 +9,7 @@ import torchaudio
 from speechssl.errors import AudioError, ConfigError
 from speechssl.interop import from_torchaudio, load_pretrained
 from speechssl.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config, sample_masked_negatives
+from speechssl.nn.conv import lengths_to_padding_mask
 from speechssl.nn.quantizers import exponential_temperature
 
 
@@ -122,9 +123,9 @@ def test_features_ignore_padding():
 
 def test_errors():
     model = Wav2Vec2(Wav2Vec2Config.preset("tiny"))
-    with pytest.raises(AudioError, match="400"):
+    with pytest.raises(AudioError, match="has 300 samples .* needs at least 32400 samples"):
         model.compute_loss({"audio": torch.randn(2, 300), "lengths": torch.tensor([300, 300])})
-    with pytest.raises(ConfigError, match="num_negatives=100"):
+    with pytest.raises(AudioError, match="needs at least 32400 samples .101 frames: a masked target, its 100"):
         model.compute_loss({"audio": torch.randn(1, 16_000), "lengths": torch.tensor([16_000])})   # 49 frames
     with pytest.raises(ConfigError, match="mask_prob"):
         Wav2Vec2Config.preset("tiny", mask_prob=12.0)
@@ -134,19 +135,18 @@ def test_errors():
         Wav2Vec2Config.preset("huge")
 
 
-def test_registry_and_training_settings():
-    from speechssl.models import MODEL_SPECS
-    from speechssl.train import TrainConfig
+def test_recipe_and_training_settings():
+    from speechssl.recipes import recipe
 
-    spec = MODEL_SPECS["wav2vec2"]
-    assert isinstance(spec.build("tiny"), Wav2Vec2)
+    assert isinstance(recipe("wav2vec2", "tiny").build(), Wav2Vec2)
     for scale in ("tiny", "reduced", "full"):
-        cfg = TrainConfig(model="wav2vec2", scale=scale, **spec.train_overrides(scale))
+        r = recipe("wav2vec2", scale)
+        cfg = r.train
         assert cfg.schedule == "polynomial" and cfg.warmup == round(0.08 * cfg.max_steps)
         # every crop yields more frames than the 100 distractors it must supply
-        model_cfg = Wav2Vec2Config.preset({"tiny": "tiny", "reduced": "reduced", "full": "base"}[scale])
-        assert (cfg.crop_samples - 400) // 320 + 1 > model_cfg.num_negatives
-    full = TrainConfig(model="wav2vec2", scale="full", **spec.train_overrides("full"))
+        assert cfg.crop_samples >= r.build().min_input_samples
+    full = recipe("wav2vec2", "full").train
+    assert recipe("wav2vec2", "full").model.temp_decay == pytest.approx(0.999995, abs=1e-12)   # Sec. 4.2
     # Sec. 4.2 (BASE): peak 5e-4, 8% warm-up of 400k updates, 1.4M samples per GPU, crops of 250k samples
     assert (full.lr, full.warmup, full.max_steps, full.max_batch_samples, full.crop_samples) == \
         (5e-4, 32_000, 400_000, 1_400_000, 250_000)
@@ -273,7 +273,7 @@ def test_fairseq_initialisation_keeps_the_encoder_output_alive():
 def test_minimum_input_and_dropping_short_utterances():
     from types import SimpleNamespace
 
-    from speechssl.train import drop_short_utterances
+    from speechssl.engine import drop_short_utterances
 
     m = Wav2Vec2(Wav2Vec2Config.preset("tiny"))
     need = m.min_input_samples
@@ -285,3 +285,28 @@ def test_minimum_input_and_dropping_short_utterances():
     with pytest.raises(ConfigError, match=r"pretrain: every utterance is shorter than the model's minimum of 32400 "
                                           r"samples \(the longest has 100\)"):
         drop_short_utterances([SimpleNamespace(id="a", num_samples=100)], need, what="pretrain")
+
+
+def test_diversity_perplexity_over_masked_frames_matches_hugging_face():
+    """The diversity loss averages the codebook distribution over the *masked* frames only, as fairseq
+    (``y = unmasked_features[mask_indices]``) and Hugging Face (``_compute_perplexity(probs, mask_time_indices)``)."""
+    from transformers import Wav2Vec2Config as HFConfig
+    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2GumbelVectorQuantizer
+
+    torch.manual_seed(0)
+    model = Wav2Vec2(Wav2Vec2Config()).eval()                        # BASE, random weights, no dropout
+    hf = Wav2Vec2GumbelVectorQuantizer(HFConfig())
+    hf.weight_proj.load_state_dict(model.quantizer.logits_proj.state_dict())
+    audio, lengths = torch.randn(2, 48_000), torch.tensor([48_000, 40_000])
+    with torch.no_grad():
+        out = model(audio, lengths, mask=True)
+        _, metrics = model.pretraining_loss(out)
+    m = out.mask
+    with torch.no_grad():
+        probs = hf.weight_proj(out.features).view(-1, 2, 320).float().softmax(-1)     # (B * T, G, V)
+    hf_masked = float(hf._compute_perplexity(probs, m))
+    valid = ~lengths_to_padding_mask(out.lengths, m.shape[1])
+    hf_all = float(hf._compute_perplexity(probs, valid))
+    assert float(metrics["prob_ppl"]) == pytest.approx(hf_masked, rel=1e-5)
+    assert float(metrics["diversity_loss"]) == pytest.approx((640 - hf_masked) / 640, rel=1e-5)
+    assert abs(hf_masked - hf_all) > 0.5                             # the two averages differ: the test tells them apart

@@ -45,6 +45,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "CheckpointManager",
+    "check_model_config",
     "LAST_NAME",
     "capture_rng_state",
     "load_checkpoint",
@@ -249,8 +250,9 @@ def load_checkpoint(
     model_name: str | None = None,
     model_config: Any = None,
     map_location: str | torch.device | None = "cpu",
+    purpose: str = "resume",
 ) -> dict[str, Any]:
-    """Read and validate a checkpoint written by :class:`~speechssl.train.Trainer`.
+    """Read and validate a checkpoint written by :class:`~speechssl.engine.Trainer`.
 
     Args:
         path: a checkpoint file, or a run folder (its ``checkpoint_last.pt``, else its newest
@@ -260,6 +262,8 @@ def load_checkpoint(
             ``model_config_of(model)``), it must equal the model configuration stored in the
             checkpoint (checkpoints of models without one are not compared).
         map_location: where tensors are loaded (``"cpu"`` by default).
+        purpose: what the checkpoint is loaded for, in error messages (``"resume"``, ``"load the
+            pre-trained model"``).
 
     Returns:
         The checkpoint dict (``model``, ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
@@ -301,24 +305,24 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
     if model_name is not None and state["model_name"] != model_name:
         raise CheckpointError(
-            f"{path} is a checkpoint of model {state['model_name']!r}, not of model "
-            f"{model_name!r}: cannot resume {model_name!r} from it (use another run folder, or "
-            f"start over)"
+            f"{path} is a checkpoint of model {state['model_name']!r}, not of model {model_name!r}: cannot "
+            f"{purpose} from it" + (" (use another run folder, or start over)" if purpose == "resume" else "")
         )
     if model_config is not None:
-        current = to_primitive(model_config)
-        saved = state["model_config"]
-        if saved is not None and current != saved:
-            detail = (
-                _describe_differences(saved, current)
-                if isinstance(saved, Mapping) and isinstance(current, Mapping)
-                else f"checkpoint {saved!r}, current {current!r}"
-            )
-            raise CheckpointError(
-                f"{path}: checkpoint of model {state['model_name']!r} with another configuration "
-                f"({detail}); was it trained at another scale?"
-            )
+        check_model_config(state, model_config, source=str(path), purpose=purpose)
     return state
+
+
+def check_model_config(state: Mapping[str, Any], model_config: Any, *, source: str, purpose: str = "resume") -> None:
+    """A :class:`CheckpointError` when the checkpoint ``state`` holds another model configuration than
+    ``model_config`` (a dataclass instance or a mapping); checkpoints without one pass."""
+    current = to_primitive(model_config)
+    saved = state["model_config"]
+    if saved is not None and current != saved:
+        detail = (_describe_differences(saved, current) if isinstance(saved, Mapping) and isinstance(current, Mapping)
+                  else f"checkpoint {saved!r}, current {current!r}")
+        raise CheckpointError(f"{source}: cannot {purpose}: the checkpoint of model {state['model_name']!r} has "
+                              f"another configuration ({detail}); was it trained at another scale?")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""Measures of what a model learned: unit quality, codebook use and phone error rate.
+"""Measures of what a model learned: unit quality, codebook use, phone and word error rates.
 
 Unit quality follows the HuBERT paper (Hsu et al. 2021, Sec. IV-E "Metrics of Target
 Quality"): with ``y`` the phone label of a frame and ``z`` its cluster (unit), estimate the
@@ -138,3 +138,11 @@ def phone_error_rate(references: Sequence[Sequence[str]], hypotheses: Sequence[S
         raise ValueError(f"expected as many hypotheses as references; got {len(hypotheses)} and {len(references)}")
     errors = sum(torchaudio.functional.edit_distance(list(r), list(h)) for r, h in zip(references, hypotheses))
     return ErrorRate(int(errors), int(sum(len(r) for r in references)))
+
+
+def word_error_rate(pairs: Sequence[tuple[Sequence[str], Sequence[str]]]) -> ErrorRate:
+    """WER of ``(reference, hypothesis)`` letter sequences (as :func:`evaluate_per` returns
+    them for a letter vocabulary), split into words at ``|``."""
+    from .data.transcripts import letters_to_words
+
+    return phone_error_rate([letters_to_words(r) for r, _ in pairs], [letters_to_words(h) for _, h in pairs])

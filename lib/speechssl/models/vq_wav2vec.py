@@ -35,18 +35,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..nn.conv import config_error
+from ..errors import ConfigError, config_error
+from ..frames import WAV2VEC_ENCODER
 from ..nn.quantizers import GumbelQuantizer, KMeansQuantizer, QuantizerOutput, codes_to_ids
-from .wav2vec import (PAPER_ENCODER, Wav2Vec, Wav2VecConfig, Wav2VecOutput, check_receptive_field,
-                      contrastive_metrics)
+from .inputs import check_min_samples
+from .wav2vec import Wav2Vec, Wav2VecConfig, Wav2VecOutput, contrastive_metrics
 
 __all__ = ["VQWav2Vec", "VQWav2VecConfig", "QUANTIZERS"]
 
 QUANTIZERS = ("gumbel", "kmeans")
 
 #: Sec. 5.2: the encoder of the full model, three 1x1 layers added to wav2vec's five.
-VQ_ENCODER = PAPER_ENCODER + ((512, 1, 1),) * 3
+VQ_ENCODER = WAV2VEC_ENCODER + ((512, 1, 1),) * 3
 #: Sec. 5.2: twelve context layers, kernels 2 .. 13.
 VQ_CONTEXT = tuple((512, k) for k in range(2, 14))
 
@@ -123,11 +123,11 @@ class VQWav2VecConfig(Wav2VecConfig):
 
 VQ_WAV2VEC_PRESETS: dict[str, VQWav2VecConfig] = {
     "paper": VQWav2VecConfig(),
-    "small": VQWav2VecConfig(encoder_layers=PAPER_ENCODER, context_layers=((512, 3),) * 7, context_skip=False,
+    "small": VQWav2VecConfig(encoder_layers=WAV2VEC_ENCODER, context_layers=((512, 3),) * 7, context_skip=False,
                              anneal_updates=28_000),
-    "reduced": VQWav2VecConfig(encoder_layers=tuple((256, k, s) for _, k, s in PAPER_ENCODER),
+    "reduced": VQWav2VecConfig(encoder_layers=tuple((256, k, s) for _, k, s in WAV2VEC_ENCODER),
                                context_layers=((256, 3),) * 7, context_skip=False, anneal_updates=14_000),
-    "tiny": VQWav2VecConfig(encoder_layers=tuple((96, k, s) for _, k, s in PAPER_ENCODER),
+    "tiny": VQWav2VecConfig(encoder_layers=tuple((96, k, s) for _, k, s in WAV2VEC_ENCODER),
                             context_layers=((96, 3),) * 9, num_vars=64, predictor_lr_scale=30.0,
                             loss="infonce", gumbel_proj_depth=1, anneal_updates=280),
 }
@@ -229,7 +229,7 @@ class VQWav2Vec(Wav2Vec):
             raise ValueError(f"units expects audio of shape (B, T), got {tuple(audio.shape)}")
         if lengths is None:
             lengths = torch.full((audio.shape[0],), audio.shape[-1], dtype=torch.int64, device=audio.device)
-        check_receptive_field(lengths, self.encoder, type(self.cfg).__name__)
+        check_min_samples(lengths, self.receptive_field, type(self.cfg).__name__, "one frame")
         q, _ = self.quantize(audio, lengths, deterministic=True)
         return q.codes
 

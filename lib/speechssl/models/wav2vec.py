@@ -39,9 +39,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import AudioError, ConfigError
-from ..nn.conv import ACTIVATIONS, ConvContextNetwork, ConvFeatureEncoder, config_error
+from ..errors import ConfigError, config_error
+from ..frames import WAV2VEC_ENCODER
+from ..nn.conv import ACTIVATIONS, ConvContextNetwork, ConvFeatureEncoder
 from ..nn.losses import ContrastiveOutput, chance_loss, future_prediction_loss, sample_negatives
+from .inputs import audio_from_batch, check_min_samples
 
 __all__ = [
     "FuturePrediction",
@@ -49,21 +51,14 @@ __all__ = [
     "Wav2Vec",
     "Wav2VecConfig",
     "Wav2VecOutput",
-    "audio_from_batch",
-    "check_prediction_frames",
-    "check_receptive_field",
     "evaluate_prediction",
 ]
 
-SAMPLE_RATE = 16_000
-
-#: Encoder of the paper (Sec. 2.1): (channels, kernel, stride).
-PAPER_ENCODER = ((512, 10, 5), (512, 8, 4), (512, 4, 2), (512, 4, 2), (512, 4, 2))
 #: Context network of the paper (Sec. 2.1): nine layers (channels, kernel).
 PAPER_CONTEXT = ((512, 3),) * 9
 #: wav2vec large (Sec. 2.1): "two additional linear transformations in the encoder" (1x1 convolutions,
 #: fairseq README command) and twelve context layers of kernels 2, 3, ..., 13 with skip connections.
-LARGE_ENCODER = PAPER_ENCODER + ((512, 1, 1),) * 2
+LARGE_ENCODER = WAV2VEC_ENCODER + ((512, 1, 1),) * 2
 LARGE_CONTEXT = tuple((512, k) for k in range(2, 14))
 
 
@@ -71,7 +66,7 @@ LARGE_CONTEXT = tuple((512, k) for k in range(2, 14))
 class Wav2VecConfig:
     """Configuration of :class:`Wav2Vec`; the defaults are the paper's model (``preset("paper")``)."""
 
-    encoder_layers: tuple[tuple[int, int, int], ...] = PAPER_ENCODER  # Sec. 2.1 (fairseq conv_feature_layers)
+    encoder_layers: tuple[tuple[int, int, int], ...] = WAV2VEC_ENCODER  # Sec. 2.1 (fairseq conv_feature_layers)
     context_layers: tuple[tuple[int, int], ...] = PAPER_CONTEXT       # Sec. 2.1 (conv_aggregator_layers)
     norm: str = "group"            # Sec. 2.1: group norm with a single group ("group", "layer" or "none")
     activation: str = "relu"       # Sec. 2.1: ReLU (fairseq --activation relu)
@@ -149,75 +144,11 @@ class Wav2VecConfig:
 WAV2VEC_PRESETS: dict[str, Wav2VecConfig] = {
     "paper": Wav2VecConfig(),
     "large": Wav2VecConfig(encoder_layers=LARGE_ENCODER, context_layers=LARGE_CONTEXT, context_skip=True),
-    "reduced": Wav2VecConfig(encoder_layers=tuple((256, k, s) for _, k, s in PAPER_ENCODER),
+    "reduced": Wav2VecConfig(encoder_layers=tuple((256, k, s) for _, k, s in WAV2VEC_ENCODER),
                              context_layers=((256, 3),) * 9),
-    "tiny": Wav2VecConfig(encoder_layers=tuple((96, k, s) for _, k, s in PAPER_ENCODER),
+    "tiny": Wav2VecConfig(encoder_layers=tuple((96, k, s) for _, k, s in WAV2VEC_ENCODER),
                           context_layers=((96, 3),) * 9, context_skip=True, predictor_lr_scale=30.0),
 }
-
-
-# ----------------------------------------------------------------------------------------------
-# Batch checks shared by wav2vec and vq-wav2vec
-
-
-def audio_from_batch(batch: Mapping, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(audio (B, T), lengths (B,))`` from a :func:`~speechssl.data.dataset.collate_audio` batch.
-
-    ``lengths`` falls back to ``~padding_mask`` and then to the full width.
-    """
-    if not isinstance(batch, Mapping) or "audio" not in batch:
-        found = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-        raise ConfigError(f"{owner}.compute_loss: expected a batch dict with 'audio' (B, T) and 'lengths' (B,), "
-                          f"found {found}")
-    audio = batch["audio"]
-    if not torch.is_tensor(audio) or audio.dim() != 2:
-        raise ValueError(f"{owner}: batch['audio'] must have shape (B, T), got "
-                         f"{tuple(audio.shape) if torch.is_tensor(audio) else type(audio).__name__}")
-    if audio.shape[0] == 0 or audio.shape[1] == 0:
-        raise ConfigError(f"{owner}: empty batch (audio of shape {tuple(audio.shape)}); check the batch sampler")
-    if batch.get("lengths") is not None:
-        lengths = torch.as_tensor(batch["lengths"]).to(audio.device, torch.int64)
-    elif batch.get("padding_mask") is not None:
-        lengths = (~batch["padding_mask"].to(torch.bool)).sum(1).to(audio.device)
-    else:
-        lengths = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.int64, device=audio.device)
-    if lengths.shape != (audio.shape[0],):
-        raise ValueError(f"{owner}: batch['lengths'] must have shape ({audio.shape[0]},), got {tuple(lengths.shape)}")
-    if int(lengths.max()) > audio.shape[1] or int(lengths.min()) < 0:
-        raise ValueError(f"{owner}: lengths must lie in [0, {audio.shape[1]}], got {lengths.tolist()}")
-    return audio, lengths
-
-
-def check_receptive_field(lengths: torch.Tensor, encoder: ConvFeatureEncoder, owner: str) -> None:
-    """An :class:`~speechssl.errors.AudioError` when no utterance yields a single frame."""
-    rf = encoder.receptive_field
-    longest = int(lengths.max())
-    if longest < rf:
-        raise AudioError(
-            f"{owner}: every utterance of this batch is shorter than the encoder's receptive field of "
-            f"{rf} samples ({1000 * rf / SAMPLE_RATE:.1f} ms at 16 kHz), so it yields no frame; "
-            f"the longest has {longest} samples. Drop such utterances or use longer crops")
-
-
-def check_prediction_frames(frame_lengths: torch.Tensor, steps: int, offset: int, num_negatives: int,
-                            encoder: ConvFeatureEncoder, owner: str) -> None:
-    """A :class:`~speechssl.errors.ConfigError` when the batch is too short for K steps or N negatives."""
-    longest = int(frame_lengths.max())
-
-    def samples(frames: int) -> int:
-        return encoder.receptive_field + (frames - 1) * encoder.hop
-
-    need = offset + steps  # the farthest step predicts offset + K - 1 frames ahead of frame 0
-    if longest < need:
-        raise ConfigError(
-            f"{owner}.prediction_steps: K={steps} steps (up to {offset + steps - 1} frames ahead) need an utterance "
-            f"of at least {need} frames ({samples(need)} samples); the longest of this batch has {longest} frames. "
-            f"Use longer crops or fewer prediction steps")
-    if num_negatives > longest - 1:
-        raise ConfigError(
-            f"{owner}.num_negatives: {num_negatives} distractors per target, drawn from the other frames of the "
-            f"same utterance, need an utterance of at least {num_negatives + 1} frames ({samples(num_negatives + 1)} "
-            f"samples); the longest of this batch has {longest} frames")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,15 +310,21 @@ class Wav2Vec(nn.Module):
         res = self.objective(out.c, out.z, out.lengths)
         return res.loss, contrastive_metrics(res)
 
+    @property
+    def min_input_samples(self) -> int:
+        """Shortest usable utterance: ``max(offset + K, N + 1)`` frames, so that the farthest step has a
+        target and every target ``N`` distractors from its utterance (2,385 samples for the paper)."""
+        cfg = self.cfg
+        frames = max(cfg.prediction_offset + cfg.prediction_steps, cfg.num_negatives + 1)
+        return self.receptive_field + (frames - 1) * self.hop
+
     def checked_batch(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(audio, lengths)`` of a batch, after checking that every utterance yields frames and
-        that there are enough frames for K prediction steps and the distractors (clear errors
-        instead of a failure deep inside the loss)."""
+        """``(audio, lengths)`` of a batch whose utterances are all long enough (:attr:`min_input_samples`)."""
         owner = type(self.cfg).__name__
         audio, lengths = audio_from_batch(batch, owner)
-        check_receptive_field(lengths, self.encoder, owner)
-        check_prediction_frames(self.frame_lengths(lengths), self.cfg.prediction_steps, self.cfg.prediction_offset,
-                                self.cfg.num_negatives, self.encoder, owner)
+        check_min_samples(lengths, self.min_input_samples, owner,
+                          f"{self.cfg.prediction_offset + self.cfg.prediction_steps - 1} frames ahead for "
+                          f"K={self.cfg.prediction_steps} steps and {self.cfg.num_negatives} distractors")
         return audio, lengths
 
     @torch.no_grad()

@@ -41,24 +41,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..nn.conv import ConvFeatureEncoder, config_error, lengths_to_padding_mask
-from ..nn.masking import span_mask
+from ..errors import ConfigError, config_error
+from ..frames import WAV2VEC2_ENCODER
+from ..nn.conv import ConvFeatureEncoder, lengths_to_padding_mask
+from ..nn.masking import MaskSpec
 from ..nn.quantizers import GumbelQuantizer
 from ..nn.transformer import ConvPositionalEmbedding, TransformerEncoder, init_bert_params
-from .wav2vec import audio_from_batch, check_receptive_field
+from .inputs import audio_from_batch, check_min_samples
 
 __all__ = ["Wav2Vec2", "Wav2Vec2Config", "Wav2Vec2Output", "WAV2VEC2_PRESETS", "sample_masked_negatives"]
-
-#: Sec. 2 / fairseq ``conv_feature_layers``: (channels, kernel, stride).
-CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
-
 
 @dataclass
 class Wav2Vec2Config:
     """Configuration of :class:`Wav2Vec2`; the defaults are BASE (``preset("base")``)."""
 
-    conv_layers: tuple[tuple[int, int, int], ...] = CONV_LAYERS
+    conv_layers: tuple[tuple[int, int, int], ...] = WAV2VEC2_ENCODER   # Sec. 2, (channels, kernel, stride)
     extractor_mode: str = "group_norm"   # BASE: group norm in layer 1 only; LARGE: "layer_norm" everywhere
     conv_bias: bool = False              # fairseq conv_bias (LARGE LibriVox: True)
     embed_dim: int = 768                 # Transformer width
@@ -123,9 +120,9 @@ class Wav2Vec2Config:
                                (self.logit_temp, self.feature_grad_mult))
 
     @property
-    def mask_start_prob(self) -> float:
-        """``p``: share of frames that start a masked span (0.065 for the paper)."""
-        return self.mask_prob / self.mask_length
+    def time_mask(self) -> MaskSpec:
+        """The span masking of pre-training (Sec. 3.1): ``p = mask_prob / M`` (0.065), at least two spans."""
+        return MaskSpec.fairseq(self.mask_prob, self.mask_length, self.mask_min_spans)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "Wav2Vec2Config":
@@ -141,7 +138,7 @@ WAV2VEC2_PRESETS: dict[str, Wav2Vec2Config] = {
     # Sec. 4.2 LARGE; layer-norm encoder with bias and pre-LN as fairseq's wav2vec2_large_librivox
     "large": Wav2Vec2Config(extractor_mode="layer_norm", conv_bias=True, embed_dim=1024, num_layers=24,
                             num_heads=16, ffn_dim=4096, layer_norm_first=True, final_dim=768, layer_drop=0.2),
-    "reduced": Wav2Vec2Config(conv_layers=tuple((256, k, s) for _, k, s in CONV_LAYERS), embed_dim=384,
+    "reduced": Wav2Vec2Config(conv_layers=tuple((256, k, s) for _, k, s in WAV2VEC2_ENCODER), embed_dim=384,
                               num_layers=6, num_heads=6, ffn_dim=1536, final_dim=128),
     # A few CPU minutes (600 updates of 12 s of audio) instead of 400k updates of 1.6 h. With the
     # paper's spans (M = 10) and feature penalty, and a 32-frame positional kernel, this model stays
@@ -151,7 +148,7 @@ WAV2VEC2_PRESETS: dict[str, Wav2Vec2Config] = {
     # chapter 3): short spans (M = 3, mask_prob kept at 0.65, so still about half the frames),
     # a positional convolution of 8 frames, and no feature penalty. The temperature falls from
     # 2 to 0.5 over the first 70% of the run, as the paper's decay does over 400k updates.
-    "tiny": Wav2Vec2Config(conv_layers=tuple((128, k, s) for _, k, s in CONV_LAYERS), embed_dim=192,
+    "tiny": Wav2Vec2Config(conv_layers=tuple((128, k, s) for _, k, s in WAV2VEC2_ENCODER), embed_dim=192,
                            num_layers=4, num_heads=4, ffn_dim=768, final_dim=96, num_vars=64, conv_pos=8,
                            layer_drop=0.0, dropout=0.05, attention_dropout=0.05, dropout_input=0.05,
                            dropout_features=0.05, mask_length=3, feature_pen_weight=0.0,
@@ -314,18 +311,21 @@ class Wav2Vec2(nn.Module):
         return Wav2Vec2Output(x=out.x, features=feats, lengths=frames, mask=m, hidden_states=out.hidden_states,
                               features_pen=pen)
 
-    def apply_mask(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | bool = True
+    def apply_mask(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | bool | MaskSpec = True
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Replace masked frames of ``x`` ``(B, T, D)`` by ``mask_emb`` (Sec. 3.1): ``(x, mask or None)``.
 
-        ``mask``: ``True`` draws spans as in pre-training, ``False`` masks nothing, a ``(B, T)``
-        bool tensor names the frames (padding is never masked).
+        ``mask``: ``True`` draws spans with :attr:`Wav2Vec2Config.time_mask` (pre-training), a
+        :class:`~speechssl.nn.masking.MaskSpec` draws spans with that spec (fine-tuning's
+        SpecAugment), ``False`` masks nothing, a ``(B, T)`` bool tensor names the frames (padding is
+        never masked).
         """
         if mask is False:
             return x, None
         if mask is True:
-            m = span_mask(lengths, x.shape[1], self.cfg.mask_start_prob, self.cfg.mask_length,
-                          min_spans=self.cfg.mask_min_spans)
+            mask = self.cfg.time_mask
+        if isinstance(mask, MaskSpec):
+            m = mask.sample(lengths, x.shape[1])
         else:
             m = mask.to(torch.bool) & ~lengths_to_padding_mask(lengths, x.shape[1])
         return torch.where(m.unsqueeze(-1), self.mask_emb.to(x.dtype), x), m
@@ -335,21 +335,14 @@ class Wav2Vec2(nn.Module):
 
         Metrics: ``contrastive_loss``, ``diversity_loss``, ``features_pen``, ``acc`` (the target
         scored above all distractors), ``code_ppl`` / ``prob_ppl`` (max ``G V``), ``temp``,
-        ``mask_frac``.
+        ``num_masked`` and ``mask_frac``.
         """
-        cfg = self.cfg
-        owner = type(cfg).__name__
+        owner = type(self.cfg).__name__
         audio, lengths = audio_from_batch(batch, owner)
-        check_receptive_field(lengths, self.feature_encoder, owner)
-        frames = self.frame_lengths(lengths)
-        if int(frames.min()) <= cfg.num_negatives:
-            raise ConfigError(f"{owner}: the shortest utterance has {int(frames.min())} frames, not more than the "
-                              f"num_negatives={cfg.num_negatives} distractors it must supply; use longer crops "
-                              f"(at least {(cfg.num_negatives + 1) * self.hop + self.receptive_field} samples) or "
-                              f"fewer distractors")
-        if int(frames.min()) <= cfg.mask_length:
-            raise ConfigError(f"{owner}: the shortest utterance has {int(frames.min())} frames, not more than the span "
-                              f"length mask_length={cfg.mask_length}: masking would leave no unmasked frame")
+        check_min_samples(lengths, self.min_input_samples, owner,
+                          f"{max(self.cfg.num_negatives, self.cfg.mask_length) + 1} frames: a masked target, "
+                          f"its {self.cfg.num_negatives} distractors and unmasked frames around spans of "
+                          f"{self.cfg.mask_length}")
         return self.pretraining_loss(self(audio, lengths, mask=True), num_updates)
 
     def pretraining_loss(self, out: Wav2Vec2Output, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
@@ -359,20 +352,22 @@ class Wav2Vec2(nn.Module):
         by exactly the same quantizer and loss.
         """
         cfg = self.cfg
-        owner = type(cfg).__name__
         m = out.mask
         if m is None:
-            raise ConfigError(f"{owner}.pretraining_loss needs the output of a masked forward pass (mask=True)")
-        counts = m.sum(1)
-        if int(counts.min()) < 2:
-            raise ConfigError(f"{owner}: an utterance has {int(counts.min())} masked frames; the contrastive task "
-                              f"needs at least 2 (raise mask_prob or use longer crops)")
-        unmasked = self.dropout_features(out.features)                         # (B, T, C_enc)
-        q = self.quantizer(unmasked, out.lengths, num_updates)
-        y = self.project_q(q.x[m])                                             # (M, F) quantized targets
+            raise ConfigError(f"{type(cfg).__name__}.pretraining_loss needs the output of a masked forward pass "
+                              f"(mask=True)")
+        # Only the masked frames are quantized (fairseq wav2vec2.py: ``y = unmasked_features[mask_indices]``), so the
+        # codebook perplexity of the diversity loss is averaged over masked frames, as fairseq and Hugging Face
+        # (``_compute_perplexity(probs, mask_time_indices)``) do.
+        unmasked = self.dropout_features(out.features[m]).unsqueeze(0)       # (1, M, C_enc)
+        q = self.quantizer(unmasked, None, num_updates)
+        y = self.project_q(q.x[0])                                             # (M, F) quantized targets
         c = self.final_proj(out.x[m])                                          # (M, F) context vectors
         neg_idx = sample_masked_negatives(m, cfg.num_negatives)                # (M, K)
-        negs = y[neg_idx]                                                      # (M, K, F)
+        # index_select, not y[neg_idx]: its backward adds rows one index at a time, in a fixed order, where
+        # advanced indexing accumulates repeated indices from several threads in no fixed order (CPU runs then
+        # differ in the last bits from one run to the next)
+        negs = y.index_select(0, neg_idx.reshape(-1)).view(*neg_idx.shape, -1)  # (M, K, F)
         cands = torch.cat([y.unsqueeze(1), negs], 1)                           # (M, 1 + K, F)
         logits = F.cosine_similarity(c.float().unsqueeze(1), cands.float(), dim=-1) / cfg.logit_temp
         same = (negs == y.unsqueeze(1)).all(-1)                                # a distractor equal to the target
@@ -380,12 +375,13 @@ class Wav2Vec2(nn.Module):
         target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
         contrastive = F.cross_entropy(logits, target)
         gv = cfg.groups * cfg.num_vars
-        diversity = (gv - q.prob_perplexity) / gv
+        diversity = (gv - q.prob_perplexity) / gv                              # fairseq's form of Eq. 4
         loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_pen_weight * out.features_pen
         with torch.no_grad():
             acc = (logits[:, 0] > logits[:, 1:].max(-1).values).float().mean()
+        num_masked = float(m.sum())
         metrics = {"contrastive_loss": contrastive.detach(), "diversity_loss": diversity.detach(),
                    "features_pen": out.features_pen.detach(), "acc": acc, "code_ppl": q.code_perplexity.detach(),
-                   "prob_ppl": q.prob_perplexity.detach(), "temp": float(q.temperature),
-                   "mask_frac": float(counts.sum()) / float(out.lengths.sum())}
+                   "prob_ppl": q.prob_perplexity.detach(), "temp": float(q.temperature), "num_masked": num_masked,
+                   "mask_frac": num_masked / float(out.lengths.sum())}
         return loss, metrics
