@@ -1,10 +1,9 @@
-# Sourced by book.sh and test.sh: enter the repository, activate the pinned environment,
-# quiet progress bars, and make sure the tiny synthetic corpus exists.
+# Sourced by book.sh and test.sh: enter the repository, activate the pinned environment with this
+# checkout's library, quiet progress bars, and make sure the tiny synthetic corpus exists.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-venv=$(bash scripts/env.sh 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2))
 # shellcheck disable=SC1091
-source "$venv/bin/activate"
+source scripts/activate.sh
 export SPEECHSSL_PROGRESS=${SPEECHSSL_PROGRESS:-0}
 export SPEECHSSL_SCALE=${SPEECHSSL_SCALE:-tiny}
 export PYDEVD_DISABLE_FILE_VALIDATION=1
