@@ -44,7 +44,8 @@ def test_modes_differ_only_in_what_trains(scale):
     assert fine.freeze_updates > 0 and not fine.train_feature_encoder and not fine.linear_probe
     assert scratch == dataclasses.replace(fine, freeze_updates=0, train_feature_encoder=True)
     assert probe == dataclasses.replace(fine, freeze_updates=0, linear_probe=True)
-    assert ctc(scale, "probe").train.lr == pytest.approx(10 * ctc(scale).train.lr)
+    assert ctc(scale, "probe").train.lr == pytest.approx(10 * ctc(scale, "scratch").train.lr)
+    assert ctc(scale).train.lr == pytest.approx(ctc(scale, "scratch").train.lr * (0.5 if scale == "tiny" else 1.0))
     # the same budget for every row: updates and batches
     for key in ("max_steps", "max_batch_samples"):
         assert len({getattr(ctc(scale, m).train, key) for m in CTC_MODES}) == 1

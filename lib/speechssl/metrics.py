@@ -119,6 +119,37 @@ def code_perplexity(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class CodebookUsage:
+    """How a quantizer's codes are used over ``N`` frames of ``G`` groups of ``V`` entries.
+
+    ``entries_used``: distinct entries per group; ``code_perplexity``: the sum over groups of each group's
+    perplexity (fairseq's ``code_perplexity``, from 1 per group at collapse to ``G V``); ``units``: ``(N,)``
+    dense unit index per frame (the distinct ``G``-tuples numbered by id); ``units_used``: distinct
+    tuples; ``unit_perplexity``: perplexity of the tuples.
+    """
+
+    entries_used: tuple[int, ...]
+    code_perplexity: float
+    units: np.ndarray
+    units_used: int
+    unit_perplexity: float
+
+
+def codebook_usage(codes: np.ndarray | torch.Tensor, num_vars: int) -> CodebookUsage:
+    """:class:`CodebookUsage` of ``(N, G)`` integer codes with ``num_vars`` entries per group."""
+    from .nn.quantizers import codes_to_ids
+
+    codes = torch.as_tensor(np.asarray(codes)).long()
+    if codes.dim() == 1:
+        codes = codes.unsqueeze(1)
+    ids = codes_to_ids(codes, num_vars).numpy()
+    dense = np.unique(ids, return_inverse=True)[1].reshape(-1)
+    return CodebookUsage(tuple(int(len(torch.unique(codes[:, g]))) for g in range(codes.shape[1])),
+                         float(code_perplexity(codes, num_vars).sum()), dense, int(dense.max()) + 1,
+                         float(code_perplexity(torch.from_numpy(dense), int(dense.max()) + 1).sum()))
+
+
+@dataclass(frozen=True)
 class ErrorRate:
     errors: int
     reference_length: int

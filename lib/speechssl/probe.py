@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 
-__all__ = ["LinearProbe", "collect_frames", "fit_linear_probe", "frame_pairs", "train_linear_probe"]
+__all__ = ["LinearProbe", "ProbeResult", "collect_frames", "fit_linear_probe", "frame_pairs", "phone_probe",
+           "train_linear_probe"]
 
 
 def _as_tensor(x, dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -67,35 +69,42 @@ def frame_pairs(features: torch.Tensor, feature_lengths: torch.Tensor, labels: t
     return feats[valid], labs[valid].long()
 
 
-def collect_frames(featurize: Callable[[torch.Tensor], torch.Tensor], utterances: Sequence, root: str | os.PathLike,
-                   labels: Mapping[str, np.ndarray], *, max_utterances: int | None = None,
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def collect_frames(featurize: Callable[[torch.Tensor], Any], utterances: Sequence, root: str | os.PathLike,
+                   labels: Mapping[str, np.ndarray], *, max_utterances: int | None = None):
     """Frame features of whole utterances paired with their frame labels: ``((N, C), (N,))``.
 
-    ``featurize`` maps one ``(T,)`` waveform to ``(F, C)`` frame features on the labels' grid
-    (MFCC, or a model's frames at 100 Hz). Frame ``i`` is paired with label ``i`` for ``i`` below
-    both lengths; wav2vec's 465-sample frames give one frame fewer than the 400-sample label grid
-    on some lengths, and more than 2 frames of difference is an error (a wrong frame rate).
-    Audio goes through :func:`speechssl.data.audio.load_audio`, so bad files fail with their name.
+    ``featurize`` maps one ``(T,)`` waveform to ``(F, ...)`` per-frame values on the labels' grid (MFCC,
+    a model's frames, unit codes), or to a dict of such tensors (then a dict of ``(N, ...)`` tensors is
+    returned with the labels). Frame ``i`` is paired with label ``i`` for ``i`` below both lengths;
+    wav2vec's 465-sample frames give one frame fewer than the 400-sample label grid on some lengths, and
+    more than 2 frames of difference is an error (a wrong frame rate). Values keep their dtype (float
+    features, integer codes). Audio goes through :func:`speechssl.data.audio.load_audio`, so bad files
+    fail with their name.
     """
     from .data.audio import load_audio
 
-    feats, labs = [], []
+    parts: dict[str, list[torch.Tensor]] = {}
+    labs = []
     for u in list(utterances)[:max_utterances]:
         if u.id not in labels:
             raise ValueError(f"no frame labels for utterance {u.id!r}")
         with torch.no_grad():
-            f = featurize(load_audio(Path(root) / u.path))
+            out = featurize(load_audio(Path(root) / u.path))
+        out = out if isinstance(out, Mapping) else {"": out}
         lab = torch.as_tensor(np.asarray(labels[u.id]), dtype=torch.int64)
-        if f.dim() != 2 or abs(f.shape[0] - lab.numel()) > 2:
-            raise ValueError(f"{u.path}: featurize gave {tuple(f.shape)} for {lab.numel()} labelled frames; "
-                             f"expected (about {lab.numel()}, C): are features and labels on the same frame grid?")
-        n = min(f.shape[0], lab.numel())
-        feats.append(f[:n].float().cpu())
+        n = lab.numel()
+        for key, f in out.items():
+            if f.dim() < 1 or abs(f.shape[0] - lab.numel()) > 2:
+                raise ValueError(f"{u.path}: featurize gave {tuple(f.shape)} for {lab.numel()} labelled frames; "
+                                 f"expected (about {lab.numel()}, ...): are features and labels on the same frame grid?")
+            n = min(n, f.shape[0])
+        for key, f in out.items():
+            parts.setdefault(key, []).append(f[:n].detach().cpu())
         labs.append(lab[:n])
-    if not feats:
+    if not labs:
         raise ValueError("collect_frames: no utterances")
-    return torch.cat(feats), torch.cat(labs)
+    feats = {k: torch.cat(v) for k, v in parts.items()}
+    return (feats[""] if list(feats) == [""] else feats), torch.cat(labs)
 
 
 @dataclass
@@ -201,3 +210,26 @@ def fit_linear_probe(train_feats, train_labels, eval_feats, eval_labels, num_cla
         raise ValueError(f"expected eval_feats (M, {probe.weight.shape[1]}) and eval_labels (M,), got "
                          f"{tuple(ex.shape)} and {tuple(ey.shape)}")
     return probe.accuracy(ex, ey)
+
+
+@dataclass
+class ProbeResult:
+    """A linear phone probe on one representation: its size, the frames used and the accuracies."""
+
+    dims: int
+    accuracy: float
+    train_frames: int
+    eval_frames: int
+    majority: float      # accuracy of always answering the most frequent training phone
+
+
+def phone_probe(featurize: Callable[[torch.Tensor], torch.Tensor], train: Sequence, evaluate: Sequence,
+                root: str | os.PathLike, train_labels: Mapping[str, np.ndarray], eval_labels: Mapping[str, np.ndarray],
+                num_classes: int, *, seed: int = 0, **kwargs: Any) -> ProbeResult:
+    """Frame accuracy on the ``evaluate`` utterances of a linear probe trained on the ``train`` utterances'
+    frames of ``featurize`` (see :func:`collect_frames` and :func:`train_linear_probe`)."""
+    x_tr, y_tr = collect_frames(featurize, train, root, train_labels)
+    x_ev, y_ev = collect_frames(featurize, evaluate, root, eval_labels)
+    acc = fit_linear_probe(x_tr, y_tr, x_ev, y_ev, num_classes, seed=seed, **kwargs)
+    majority = float((y_ev == torch.bincount(y_tr, minlength=num_classes).argmax()).float().mean())
+    return ProbeResult(int(x_tr.shape[1]), acc, len(y_tr), len(y_ev), majority)

@@ -181,6 +181,44 @@ class _Checked:
         return {"text/markdown": self._repr_markdown_(), "text/plain": self._plain(), CHECKED_MIME: self.checked()}
 
 
+class Text:
+    """A table cell of prose with computed numbers: ``text("PNMI {p} vs {q}", p=measured(...), q=0.1)``.
+
+    Each :class:`Measured` value becomes its own checked value; everything else is compared exactly.
+    """
+
+    def __init__(self, template: str, **values: object) -> None:
+        self.template, self.values = template, values
+        try:
+            self.fields = list(string.Formatter().parse(template))
+        except ValueError as e:
+            raise ValueError(f"text template {template!r} is not a valid format template: {e}") from None
+        missing = sorted({name for _, name, _, _ in self.fields if name is not None} - set(values))
+        if missing:
+            raise ValueError(f"text template {template!r} names {missing}, which are not among the values "
+                             f"({', '.join(sorted(values)) or 'none'})")
+
+    def fill(self, cell: Cell) -> str:
+        return "".join(literal + ("" if name is None else cell(self.values[name], spec or None, None))
+                       for literal, name, spec, _ in self.fields)
+
+
+def text(template: str, **values: object) -> Text:
+    """A :class:`Text` cell."""
+    return Text(template, **values)
+
+
+def series(values: Sequence[float], *, sep: str = " → ", fmt: str | None = None, **tolerance: float) -> Text:
+    """A :class:`Text` cell listing measured ``values`` (each with ``tolerance``), e.g. ``0.31 → 0.35 → 0.40``."""
+    names = [f"v{i}" for i in range(len(values))]
+    return Text(sep.join("{" + n + "}" for n in names),
+                **{n: measured(v, fmt=fmt, **tolerance) for n, v in zip(names, values)})
+
+
+def _cell(v: object, cell: Cell) -> str:
+    return v.fill(cell) if isinstance(v, Text) else cell(v, None, None)
+
+
 class Table(_Checked):
     """A small table: Markdown in Jupyter and the book, aligned text in ``repr``; cells may be Measured."""
 
@@ -204,11 +242,11 @@ class Table(_Checked):
         lines = [f"**{self.caption}**", ""] if self.caption else []
         lines.append("| " + " | ".join(self.headers) + " |")
         lines.append("|" + "|".join("---" for _ in self.headers) + "|")
-        lines += ["| " + " | ".join(cell(v, None, None) for v in row) + " |" for row in self.rows]
+        lines += ["| " + " | ".join(_cell(v, cell) for v in row) + " |" for row in self.rows]
         return "\n".join(lines)
 
     def _plain(self) -> str:
-        rows = [[self._show(v, None) for v in row] for row in self.rows]
+        rows = [[_cell(v, self._show) for v in row] for row in self.rows]
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(self.headers)]
 
         def line(cells: Sequence[str]) -> str:
@@ -222,7 +260,8 @@ class Note(_Checked):
 
     ``en`` (and ``ko``, ``zh`` when given) are :meth:`str.format` templates over ``values``;
     ``{name:.1f}`` overrides a value's format. Translations fold into ``<details>`` blocks, and
-    must quote the same values as the English sentence.
+    must quote the same values as the English sentence; a value may be given per language as a dict
+    ``{"en": ..., "ko": ..., "zh": ...}`` (a verdict in words, say).
     """
 
     def __init__(self, en: str, ko: str | None = None, zh: str | None = None, **values: object):
@@ -253,7 +292,9 @@ class Note(_Checked):
                 raise ValueError(f"{lang} template field {field} must name one of the values "
                                  f"({', '.join(sorted(self.values)) or 'none'}) without a conversion")
             try:
-                _fmt(self.values[name], spec or None)
+                if isinstance(self.values[name], dict) and lang not in self.values[name]:
+                    raise ValueError(f"{lang} template field {field}: the per-language value has no {lang!r} entry")
+                _fmt(self._value(name, lang), spec or None)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{lang} template field {field}: bad format spec for "
                                  f"{self.values[name]!r} ({e})") from None
@@ -266,8 +307,14 @@ class Note(_Checked):
         except ValueError as e:
             raise ValueError(f"{lang} is not a valid format template: {e}") from None
 
+    def _value(self, name: str, lang: str) -> object:
+        """A value, or its ``lang`` entry when it is given per language (``{"en": ..., "ko": ..., "zh": ...}``)."""
+        v = self.values[name]
+        return v[lang] if isinstance(v, dict) else v
+
     def _fill(self, lang: str, cell: Cell) -> str:
-        return "".join(literal + ("" if name is None else cell(self.values[name], spec or None, name))
+        return "".join(literal + ("" if name is None else cell(self._value(name, lang), spec or None,
+                                                             None if isinstance(self.values[name], dict) else name))
                        for literal, name, spec, _ in self._fields(lang))
 
     def _markdown(self, cell: Cell) -> str:

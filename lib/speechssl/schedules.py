@@ -191,7 +191,7 @@ def resolve_warmup_steps(config: Any) -> int:
 
 
 def schedule_function(config: Any) -> Callable[[int], float]:
-    """``step -> learning rate`` for a configuration (a :class:`~speechssl.train.TrainConfig`
+    """``step -> learning rate`` for a configuration (a :class:`~speechssl.engine.TrainConfig`
     or any object with the same attributes).
 
     Attributes read: ``schedule``, ``lr``, ``max_steps`` and, depending on the schedule,

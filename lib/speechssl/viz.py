@@ -159,7 +159,7 @@ def plot_training_curves(history: Sequence[dict], panels: Sequence[tuple[str, st
                          title: str = "") -> plt.Figure:
     """One panel per ``(metric key, label, reference line or None)`` against the update number.
 
-    ``history`` is a list of metric records (:meth:`speechssl.train.Trainer.fit`). The reference
+    ``history`` is a list of metric records (:meth:`speechssl.engine.Trainer.fit`). The reference
     line (dashed) is where a model that learned nothing would sit, e.g. the chance loss.
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.8), squeeze=False)

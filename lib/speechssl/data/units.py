@@ -102,7 +102,7 @@ def collate_units(sequences: Sequence[torch.Tensor], *, max_len: int | None = No
 
 
 class UnitSequences(Dataset):
-    """Token sequences (one per utterance) for :class:`speechssl.train.Trainer`.
+    """Token sequences (one per utterance) for :class:`speechssl.engine.Trainer`.
 
     Items are ``(T,)`` int64 token tensors (from :meth:`UnitVocabulary.encode`); sequences longer
     than ``max_len`` are cropped to a window whose start is drawn from a generator seeded with

@@ -330,6 +330,16 @@ class Wav2Vec2(nn.Module):
             m = mask.to(torch.bool) & ~lengths_to_padding_mask(lengths, x.shape[1])
         return torch.where(m.unsqueeze(-1), self.mask_emb.to(x.dtype), x), m
 
+    @torch.no_grad()
+    def frame_views(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the loss compares, for every frame of one unmasked utterance ``(T,)`` (for analysis):
+        ``codes`` ``(T', G)`` (the quantizer's argmax), ``context`` ``(T', F)`` (``final_proj(c)``) and
+        ``target`` ``(T', F)`` (``project_q(q)``)."""
+        out = self(audio[None].to(self.mask_emb.device))
+        q = self.quantizer(out.features, out.lengths, deterministic=True)
+        return {"codes": q.codes[0].cpu(), "context": self.final_proj(out.x[0]).cpu(),
+                "target": self.project_q(q.x[0]).cpu()}
+
     def compute_loss(self, batch: Mapping, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
         """Contrastive loss + ``alpha`` diversity + feature penalty, averaged over masked frames.
 
