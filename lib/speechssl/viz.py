@@ -216,3 +216,67 @@ def plot_candidate_scores(scores: np.ndarray, labels: Sequence[str], positive: i
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_code_pairs(codes: np.ndarray, num_vars: int, title: str = "", ax=None) -> plt.Figure:
+    """How often each (group 1 entry, group 2 entry) pair is a frame's unit: ``codes`` ``(N, 2)``, log counts."""
+    codes = np.asarray(codes)
+    grid = np.zeros((num_vars, num_vars))
+    np.add.at(grid, (codes[:, 0], codes[:, 1]), 1)
+    fig = ax.figure if ax is not None else plt.subplots(figsize=(5, 4.2))[0]
+    ax = ax if ax is not None else fig.axes[0]
+    im = ax.imshow(np.log10(1 + grid), cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("group 2 entry")
+    ax.set_ylabel("group 1 entry")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="log10(1 + frames)", fraction=0.046)
+    return fig
+
+
+def plot_umap(views: dict, phones: np.ndarray, names: Sequence[str], *, n_points: int = 1500, top: int = 10,
+              seed: int = 0) -> plt.Figure:
+    """UMAP (McInnes et al. 2018) of the same frames under several representations, coloured by the ``top``
+    most frequent phones (grey: the others). ``views`` maps a panel title to ``(N, D)`` features; the
+    vectors are L2-normalised first (the models compare them by cosine)."""
+    import umap
+    import torch
+
+    phones = np.asarray(phones)
+    pick = np.random.default_rng(seed).choice(len(phones), size=min(n_points, len(phones)), replace=False)
+    lab = phones[pick]
+    common = np.bincount(lab, minlength=len(names)).argsort()[::-1][:top]
+    fig, axes = plt.subplots(1, len(views), figsize=(5.5 * len(views), 4.6))
+    for ax, (title, feats) in zip(np.atleast_1d(axes), views.items()):
+        x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(feats)[pick]).float(), dim=-1).numpy()
+        xy = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(x)
+        other = ~np.isin(lab, common)
+        ax.scatter(xy[other, 0], xy[other, 1], s=3, c="lightgrey")
+        for k, ph in enumerate(common):
+            sel = lab == ph
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=plt.cm.tab10(k), label=names[ph])
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    np.atleast_1d(axes)[-1].legend(fontsize=8, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_posteriogram(probs: np.ndarray, vocab: Sequence[str], alignment, hop_s: float = 0.02,
+                      offset_s: float = 0.0125) -> plt.Figure:
+    """CTC output of one utterance: the blank's probability (grey) and, at each frame whose most likely output is
+    a symbol, that symbol's probability and name, under the reference alignment. ``probs`` ``(T, 1 + V)``."""
+    best = probs.argmax(-1)
+    t = np.arange(len(best)) * hop_s + offset_s
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot(t, probs[:, 0], color="lightgrey", lw=1, label="blank")
+    for f in np.flatnonzero(best != 0):
+        ax.vlines(t[f], 0, probs[f, best[f]], color="C0", lw=2)
+        ax.text(t[f], probs[f, best[f]] + 0.02, vocab[best[f] - 1], fontsize=8, ha="center")
+    draw_alignment(ax, alignment)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    ax.legend(loc="lower right")
+    return fig
