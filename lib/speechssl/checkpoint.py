@@ -24,6 +24,7 @@ worse, succeeding on matching ones).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import random
 import re
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import SpeechSSLError
+from .errors import ConfigError, SpeechSSLError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -46,6 +47,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "check_model_config",
+    "check_run_folder",
     "LAST_NAME",
     "capture_rng_state",
     "load_checkpoint",
@@ -108,10 +110,22 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_target(path) as tmp, open(tmp, "xb") as f:
-        _write_state(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with _atomic_target(path) as tmp, open(tmp, "xb") as f:
+            _write_state(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] ...
+        # unexpected pos"; the OS as ENOSPC / EFBIG
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or \
+            isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "file write failed" in str(e))
+        if not full and isinstance(e, RuntimeError):
+            raise
+        reason = ("the disk is full (or the file is larger than the system allows)" if full
+                  else f"{type(e).__name__}: {e.strerror or e}")
+        raise CheckpointError(f"could not write the checkpoint {path}: {reason}; nothing was left half-written") \
+            from None
     return path
 
 
@@ -140,6 +154,23 @@ def _atomic_link_or_copy(src: Path, dst: Path) -> None:
                 shutil.copyfileobj(fin, fout, length=1 << 20)
                 fout.flush()
                 os.fsync(fout.fileno())
+
+
+def check_run_folder(folder: str | os.PathLike, option: str = "--out") -> Path:
+    """``folder`` ready to hold a run: created if missing, and writable. A :class:`ConfigError` naming
+    ``option`` otherwise, before any expensive work (reading a corpus, building a model) starts."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {folder}: expected a folder for the run, found a file; choose another folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = _temp_path(folder / "write-check")
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{option} {folder}: expected a folder this user can write to, found one that cannot be "
+                          f"written ({e.strerror or e}); choose another folder or change its permissions") from None
+    return folder
 
 
 class CheckpointManager:
@@ -282,18 +313,23 @@ def load_checkpoint(
             )
         path = found
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path} (the file does not exist)")
+        raise CheckpointError(f"cannot {purpose}: no checkpoint at {path} (the file does not exist)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle errors, disallowed globals
+        # torch's own message advises weights_only=False, which is unsafe for a corrupt or untrusted file: keep
+        # only its first line, without that advice
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
+        detail = "" if "weights_only" in first or not first else f" ({type(e).__name__}: {first[:160]})"
         raise CheckpointError(
-            f"{path}: expected a complete checkpoint, found a file torch.load cannot read "
-            f"(truncated or corrupt?): {type(e).__name__}: {e}"
-        ) from e
+            f"cannot {purpose}: {path} is not a complete speechssl checkpoint; it is truncated, corrupt or of "
+            f"another kind{detail}. Checkpoints are only read with weights_only=True; use the run's other "
+            f"checkpoints or start over"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = type(state).__name__ if not isinstance(state, dict) else f"format={state.get('format')!r}"
         raise CheckpointError(
-            f"{path}: expected a speechssl checkpoint (format={CHECKPOINT_FORMAT!r}), found {found}"
+            f"cannot {purpose}: {path}: expected a speechssl checkpoint (format={CHECKPOINT_FORMAT!r}), found {found}"
         )
     if state.get("version", 0) > CHECKPOINT_VERSION:
         raise CheckpointError(
@@ -302,7 +338,7 @@ def load_checkpoint(
         )
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
+        raise CheckpointError(f"cannot {purpose}: {path}: incomplete checkpoint, missing {missing}")
     if model_name is not None and state["model_name"] != model_name:
         raise CheckpointError(
             f"{path} is a checkpoint of model {state['model_name']!r}, not of model {model_name!r}: cannot "

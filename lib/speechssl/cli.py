@@ -10,6 +10,7 @@ run with status 1; neither prints a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from .frames import SAMPLE_RATE
 from .progress import progress_disabled
 from .recipes import Recipe
 
-__all__ = ["add_data_options", "add_run_options", "load_split", "parse_data_spec", "recipe_overrides",
+__all__ = ["add_data_options", "add_run_options", "check_run_data", "load_split", "parse_data_spec", "recipe_overrides",
            "run_command"]
 
 #: Run options -> recipe settings (TrainConfig fields); values are taken as given.
@@ -125,6 +126,25 @@ def load_split(r: Recipe, data: str, subsets: Sequence[str] | None, default: str
     show = info.is_main and not progress_disabled()
     return ([(s, read_librispeech(path, [s], audio_ext=audio_ext, progress=show)) for s in subsets], Path(path),
             "letters")
+
+
+def check_run_data(folder: Path, data: str, subsets: Sequence[str] | None, resume: Any, overwrite: bool) -> None:
+    """Record what a run is trained on (``<run>/data.json``) when it starts, and refuse to resume it on other
+    data, naming both."""
+    from .checkpoint import CheckpointManager
+
+    record = folder / "data.json"
+    current = {"data": data, "subsets": list(subsets) if subsets else None}
+    holds_run = CheckpointManager(folder).latest() is not None
+    if resume not in (False, None) and holds_run and record.is_file():
+        saved = json.loads(record.read_text())
+        if saved != current:
+            raise ConfigError(f"--data/--subsets: the run in {folder} was trained on {saved['data']} "
+                              f"(subsets {saved['subsets']}), this command gives {data} (subsets {current['subsets']}); "
+                              f"resume it with the same data, or train into another --out")
+    elif not holds_run or (resume in (False, None) and overwrite):
+        folder.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(current) + "\n")
 
 
 def run_command(prog: str, body: Callable[[DistInfo], int]) -> int:

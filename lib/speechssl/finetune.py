@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import paths
-from .cli import add_data_options, add_run_options, load_split, recipe_overrides, run_command
+from .checkpoint import check_run_folder
+from .cli import add_data_options, add_run_options, check_run_data, load_split, recipe_overrides, run_command
 from .data.dataset import AudioDataset
 from .data.phones import PHONES
 from .data.transcripts import LETTERS, TranscribedAudio, collate_ctc
@@ -83,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(info: DistInfo) -> int:
         r = recipe(f"wav2vec2_ctc_{args.mode}", args.scale or paths.scale(), **recipe_overrides(args))
+        folder = check_run_folder(r.train.resolved_out_dir())
+        if info.is_main:
+            check_run_data(folder, args.data, args.subsets, args.resume, args.overwrite)
         (train_sets, root, unit), (eval_sets, eval_root, eval_unit) = main_process_first(info, lambda: (
             load_split(r, args.data, args.subsets, "finetune", info, audio_ext=args.audio_ext),
             load_split(r, args.eval_data or args.data, args.eval_subsets, "test", info, audio_ext=args.audio_ext,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,9 +205,12 @@ def _ctc_model(mode: str) -> Callable[[str], CTCConfig]:
 
 
 def _derive_ctc(model: CTCConfig, train: dict, base_steps: int, overridden: set) -> CTCConfig:
-    if "freeze_updates" in overridden:
-        return model
-    return dataclasses.replace(model, freeze_updates=_scaled(model.freeze_updates, base_steps, train["max_steps"]))
+    if "freeze_updates" not in overridden:
+        model = dataclasses.replace(model, freeze_updates=_scaled(model.freeze_updates, base_steps, train["max_steps"]))
+    if not model.linear_probe and model.freeze_updates >= train["max_steps"]:
+        warnings.warn(f"freeze_updates={model.freeze_updates} is not below max_steps={train['max_steps']}: the "
+                      f"Transformer is never unfrozen, and only the output layer learns", stacklevel=4)
+    return model
 
 
 def _build_ctc(r: Recipe, *, vocab, pretrained: str | Path | None = None) -> Wav2Vec2CTC:

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from . import paths
-from .cli import add_data_options, add_run_options, load_split, recipe_overrides, run_command
+from .checkpoint import check_run_folder
+from .cli import add_data_options, add_run_options, check_run_data, load_split, recipe_overrides, run_command
 from .engine.distributed import DistInfo
 from .recipes import PRETRAINING, recipe
 from .run import start_run
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(info: DistInfo) -> int:
         r = recipe(args.model, args.scale or paths.scale(), **recipe_overrides(args))
+        folder = check_run_folder(r.train.resolved_out_dir())
+        if info.is_main:
+            check_run_data(folder, args.data, args.subsets, args.resume, args.overwrite)
         splits, root, _ = load_split(r, args.data, args.subsets, "pretrain", info, audio_ext=args.audio_ext)
         run = start_run(r, [u for _, utts in splits for u in utts], root, what=f"{args.data} ({args.model})")
         history = run.fit(resume=args.resume, overwrite=args.overwrite)

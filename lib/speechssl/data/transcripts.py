@@ -7,6 +7,7 @@ Output index 0 of every CTC vocabulary in the book is the blank.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -14,8 +15,8 @@ import torch
 from ..errors import ConfigError
 from .dataset import collate_audio
 
-__all__ = ["BLANK", "LETTERS", "UNITS", "WORD_BOUNDARY", "TranscribedAudio", "collate_ctc", "letters_to_words",
-           "transcript_units"]
+__all__ = ["BLANK", "LETTERS", "UNITS", "WORD_BOUNDARY", "TranscribedAudio", "collate_ctc", "ctc_frames_needed",
+           "letters_to_words", "transcript_units"]
 
 #: Index of the CTC blank in every vocabulary of this module.
 BLANK = 0
@@ -47,6 +48,12 @@ def letters_to_words(symbols: Sequence[str]) -> list[str]:
     return [w for w in "".join(symbols).split(WORD_BOUNDARY) if w]
 
 
+def ctc_frames_needed(targets: torch.Tensor) -> int:
+    """The fewest output frames a CTC alignment of ``targets`` needs: one per symbol, plus a blank between
+    two equal neighbours (Graves et al. 2006)."""
+    return int(len(targets) + (targets[1:] == targets[:-1]).sum())
+
+
 class TranscribedAudio(torch.utils.data.Dataset):
     """Whole utterances with their transcripts as CTC targets.
 
@@ -55,28 +62,46 @@ class TranscribedAudio(torch.utils.data.Dataset):
     :func:`transcript_units` (``unit="phones"`` for the synthetic corpus, ``"letters"`` for
     LibriSpeech) encoded by ``model.encode_targets``. An utterance without a transcript, or
     with a symbol the vocabulary lacks, is an error that names it.
+
+    An utterance whose transcript needs more frames than its audio gives (:func:`ctc_frames_needed`
+    against ``model.encoder.frame_lengths``) has no CTC alignment: its loss would be infinite, and
+    fairseq's ``zero_infinity`` would silently make it 0. Such utterances are dropped here, with one
+    warning that counts them and names the first; ``dropped`` lists their ids.
     """
 
     def __init__(self, audio: torch.utils.data.Dataset, model, unit: str = "phones") -> None:
         self.audio = audio
-        self.targets = []
+        targets = []
         for u in audio.utterances:
             symbols = transcript_units(u, unit)
             if not symbols:
                 raise ConfigError(f"utterance {u.id!r} ({u.path}): no {unit[:-1]} transcript in the manifest; CTC "
                                   f"fine-tuning needs one for every utterance")
-            self.targets.append(model.encode_targets(symbols, source=f"utterance {u.id!r}"))
+            targets.append(model.encode_targets(symbols, source=f"utterance {u.id!r}"))
+        frames = model.encoder.frame_lengths(torch.tensor([u.num_samples for u in audio.utterances])).tolist()
+        self.keep = [i for i, (t, f) in enumerate(zip(targets, frames)) if ctc_frames_needed(t) <= f]
+        self.targets = [targets[i] for i in self.keep]
+        kept = set(self.keep)
+        self.dropped = [u.id for i, u in enumerate(audio.utterances) if i not in kept]
+        if self.dropped:
+            i = next(i for i, u in enumerate(audio.utterances) if u.id == self.dropped[0])
+            warnings.warn(f"{len(self.dropped)} of {len(audio.utterances)} utterances have a transcript longer than "
+                          f"their audio allows (e.g. {self.dropped[0]!r}: {ctc_frames_needed(targets[i])} frames "
+                          f"needed, {frames[i]} available) and are left out", stacklevel=2)
+        if not self.keep:
+            raise ConfigError(f"every one of the {len(audio.utterances)} utterances has a transcript longer than its "
+                              f"audio allows; check that the transcripts belong to this audio")
 
     def __len__(self) -> int:
-        return len(self.audio)
+        return len(self.keep)
 
     @property
     def sizes(self):
         """Length in samples of every item (for length-grouped batching)."""
-        return self.audio.sizes
+        return self.audio.sizes[self.keep]
 
     def __getitem__(self, index: int) -> dict:
-        item = self.audio[index]
+        item = self.audio[self.keep[index]]
         item["targets"] = self.targets[index]
         return item
 

@@ -54,8 +54,9 @@ def drop_short_utterances(utterances: Sequence, min_samples: int | None, *, what
         raise ConfigError(f"{what}: every utterance is shorter than the model's minimum of {min_samples} samples "
                           f"(the longest has {longest}); use longer recordings or a model that needs fewer frames")
     if len(kept) < len(utterances):
-        log.info("%s: dropped %d of %d utterances shorter than %d samples", what, len(utterances) - len(kept),
-                 len(utterances), min_samples)
+        first = next(u for u in utterances if u.num_samples < min_samples)
+        log.info("%s: dropped %d of %d utterances shorter than %d samples (e.g. %s, %d samples)", what,
+                 len(utterances) - len(kept), len(utterances), min_samples, first.id, first.num_samples)
     return kept
 
 

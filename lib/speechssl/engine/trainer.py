@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
 from ..checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LAST_NAME, CheckpointError, CheckpointManager,
-                          capture_rng_state, load_checkpoint, model_config_of, restore_rng_state)
+                          capture_rng_state, check_run_folder, load_checkpoint, model_config_of, restore_rng_state)
 from ..data.dataset import LengthGroupedSampler, collate_audio
 from ..errors import ConfigError, SpeechSSLError
 from ..progress import progress_disabled
@@ -143,6 +143,8 @@ class Trainer:
             self.loss_module = self.ddp
 
         self.out_dir = config.resolved_out_dir()
+        if self.dist.is_main:
+            check_run_folder(self.out_dir, option="TrainConfig.out_dir")
         self.checkpoints = CheckpointManager(self.out_dir, keep=config.keep_checkpoints)
         self.metric_log = MetricLog(self.out_dir, type(model).__name__, writes=self.dist.is_main)
         self.step = self.epoch = self.batch_in_epoch = self.overflows = 0
@@ -244,7 +246,11 @@ class Trainer:
         state = self.state_dict()
         if not self.dist.is_main:
             return None
-        path = self.checkpoints.save(state, self.step)
+        try:
+            path = self.checkpoints.save(state, self.step)
+        except CheckpointError as e:
+            raise CheckpointError(f"step {self.step}: {e}; {self._last_good()} and intact. Free some space (or "
+                                  f"choose another --out) and resume") from None
         self.last_checkpoint = self.checkpoints.last_path if self.checkpoints.keep else path
         log.info("step %d: saved %s", self.step, path)
         return path
