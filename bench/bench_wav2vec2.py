@@ -1,10 +1,11 @@
 """Training-step throughput of our wav2vec 2.0 BASE against torchaudio's, side by side.
 
-Both sides run the same batch through a full pre-training step (forward, backward): the
-reference is torchaudio's ``wav2vec2_base`` encoder (feature extractor, feature projection,
-Transformer) with our masking, quantizer and loss attached, so the only difference is the
-encoder implementation. Prints audio-seconds per second for each and their ratio (ours /
-torchaudio; above 1 means ours is faster), as the median over repeated steps.
+Both sides run the same batch through a full pre-training step (forward, backward, AdamW): the
+reference is torchaudio's encoder (feature extractor, feature projection, Transformer; for BASE,
+``wav2vec2_base`` with our dropouts) with our masking, quantizer and loss attached, so the only
+difference is the encoder implementation. Prints audio-seconds per second for each and their ratio
+(ours / torchaudio; above 1 means ours is faster), as the median over repeated steps, and each
+side's peak CUDA memory. ``bench/gpu_check.py`` measures the same step with these functions.
 
     python bench/bench_wav2vec2.py                        # CPU, 2 x 4 s, fp32
     python bench/bench_wav2vec2.py --device cuda --batch 8 --seconds 15.6 --precision bf16
@@ -16,24 +17,41 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import torch
 import torchaudio
+from torch import nn
 
 from speechssl.interop import from_torchaudio, load_pretrained
 from speechssl.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config, Wav2Vec2Output
 
 
-class TorchaudioEncoder(torch.nn.Module):
+def torchaudio_model(cfg: Wav2Vec2Config) -> torchaudio.models.Wav2Vec2Model:
+    """torchaudio's encoder with the architecture and dropouts of ``cfg`` (the fairseq -> torchaudio
+    mapping of torchaudio's own fairseq importer)."""
+    return torchaudio.models.wav2vec2_model(
+        extractor_mode=cfg.extractor_mode, extractor_conv_layer_config=list(cfg.conv_layers),
+        extractor_conv_bias=cfg.conv_bias, encoder_embed_dim=cfg.embed_dim,
+        encoder_projection_dropout=cfg.dropout_input, encoder_pos_conv_kernel=cfg.conv_pos,
+        encoder_pos_conv_groups=cfg.conv_pos_groups, encoder_num_layers=cfg.num_layers,
+        encoder_num_heads=cfg.num_heads, encoder_attention_dropout=cfg.attention_dropout,
+        encoder_ff_interm_features=cfg.ffn_dim, encoder_ff_interm_dropout=cfg.activation_dropout,
+        encoder_dropout=cfg.dropout, encoder_layer_norm_first=cfg.layer_norm_first,
+        encoder_layer_drop=cfg.layer_drop, aux_num_out=None)
+
+
+class TorchaudioEncoder(nn.Module):
     """torchaudio's encoder with our pre-training head (mask vector, quantizer, projections, loss)."""
 
     def __init__(self, head: Wav2Vec2) -> None:
         super().__init__()
-        self.ta = torchaudio.models.wav2vec2_base(encoder_layer_drop=head.cfg.layer_drop)
+        self.ta = torchaudio_model(head.cfg)
         self.head = head
 
-    def compute_loss(self, batch, num_updates=0):
+    def compute_loss(self, batch: Mapping[str, torch.Tensor], num_updates: int = 0):
         audio, lengths = batch["audio"], batch["lengths"]
         feats, frames = self.ta.feature_extractor(audio, lengths)                # (B, T, C)
         normed = self.ta.encoder.feature_projection.layer_norm(feats)
@@ -44,10 +62,58 @@ class TorchaudioEncoder(torch.nn.Module):
         return self.head.pretraining_loss(out, num_updates)
 
 
-def measure(model, batch, steps: int, warmup: int, precision: str, device: torch.device) -> list[float]:
+def make_pair(cfg: Wav2Vec2Config, device: torch.device) -> dict[str, nn.Module]:
+    """``{"ours": ..., "torchaudio": ...}`` with the same weights, in training mode on ``device``."""
+    ours = Wav2Vec2(cfg).to(device).train()
+    ref = TorchaudioEncoder(Wav2Vec2(cfg)).to(device).train()
+    # same weights on both sides (the reference's head is a separate copy of ours)
+    load_pretrained(ours, from_torchaudio(ref.ta.state_dict(), cfg.extractor_mode))
+    ref.head.load_state_dict(ours.state_dict())
+    return {"ours": ours, "torchaudio": ref}
+
+
+def make_batch(batch: int, seconds: float, device: torch.device) -> dict[str, torch.Tensor]:
+    """``batch`` utterances of ``seconds`` of white noise at 16 kHz, unpadded."""
+    n = int(seconds * 16_000)
+    return {"audio": torch.randn(batch, n, device=device),
+            "lengths": torch.full((batch,), n, dtype=torch.int64, device=device)}
+
+
+def compile_loss(model: nn.Module) -> None:
+    """Replace ``model.compute_loss`` by ``torch.compile(model.compute_loss)`` (compiled at the first call)."""
+    model.compute_loss = torch.compile(model.compute_loss)
+
+
+@dataclass
+class Measurement:
+    """Seconds of each timed step, and the peak CUDA memory over the steps (``None`` on the CPU)."""
+
+    times: list[float] = field(default_factory=list)
+    peak_bytes: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    def merge(self, other: "Measurement") -> "Measurement":
+        peaks = [p for p in (self.peak_bytes, other.peak_bytes) if p is not None]
+        return Measurement(self.times + other.times, max(peaks) if peaks else None)
+
+
+def measure(model: nn.Module, batch: Mapping[str, torch.Tensor], steps: int, warmup: int, precision: str,
+            device: torch.device, *, on_step: Callable[[], None] | None = None) -> Measurement:
+    """Time ``steps`` training steps (forward, backward, AdamW) after ``warmup`` untimed ones.
+
+    ``precision`` ``"bf16"`` is bf16 autocast on CUDA (the CPU runs fp32). The peak CUDA memory is
+    counted from a reset at the start. ``on_step`` is called after every step (e.g. a profiler's
+    ``step``).
+    """
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" and device.type == "cuda"
            else nullcontext())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
@@ -62,7 +128,25 @@ def measure(model, batch, steps: int, warmup: int, precision: str, device: torch
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return times
+        if on_step is not None:
+            on_step()
+    return Measurement(times, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+
+
+def compare(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Tensor], *, steps: int, warmup: int,
+            precision: str, device: torch.device, rounds: int = 2, deadline: float | None = None
+            ) -> dict[str, Measurement]:
+    """:func:`measure` every model, ``rounds`` times in turn so that drifting machine load affects all
+    alike (``warmup`` warm-up steps in the first round, 1 in later ones). No further round starts once
+    ``time.perf_counter()`` is past ``deadline``."""
+    results: dict[str, Measurement] = {}
+    for rnd in range(rounds):
+        if rnd and deadline is not None and time.perf_counter() > deadline:
+            break
+        for name, model in models.items():
+            m = measure(model, batch, steps, warmup if rnd == 0 else 1, precision, device)
+            results[name] = results[name].merge(m) if name in results else m
+    return results
 
 
 def main() -> None:
@@ -77,33 +161,19 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    n = int(args.seconds * 16_000)
-    batch = {"audio": torch.randn(args.batch, n, device=device),
-             "lengths": torch.full((args.batch,), n, dtype=torch.int64, device=device)}
-    ours = Wav2Vec2(Wav2Vec2Config.preset("base")).to(device).train()
-    ref = TorchaudioEncoder(Wav2Vec2(Wav2Vec2Config.preset("base"))).to(device).train()
-    # same weights on both sides (the reference's head is a separate copy of ours)
-    load_pretrained(ours, from_torchaudio(ref.ta.state_dict(), "group_norm"))
-    ref.head.load_state_dict(ours.state_dict())
+    batch = make_batch(args.batch, args.seconds, device)
+    models = make_pair(Wav2Vec2Config.preset("base"), device)
     if args.compile:
-        ours.compute_loss = torch.compile(ours.compute_loss)
-        ref.compute_loss = torch.compile(ref.compute_loss)
+        for model in models.values():
+            compile_loss(model)
+    results = compare(models, batch, steps=args.steps, warmup=args.warmup, precision=args.precision, device=device)
     audio_s = args.batch * args.seconds
-    results = {}
-    # interleave the two sides so that drifting machine load affects both alike
-    for rnd in range(2):
-        for name, model in (("ours", ours), ("torchaudio", ref)):
-            t = measure(model, batch, args.steps, args.warmup if rnd == 0 else 1, args.precision, device)
-            results.setdefault(name, []).extend(t)
-    med = {k: statistics.median(v) for k, v in results.items()}
     print(f"device={device}, batch={args.batch} x {args.seconds} s, precision={args.precision}, "
           f"compile={args.compile}, threads={torch.get_num_threads()}")
-    for name in ("ours", "torchaudio"):
-        print(f"{name:>10}: {med[name]:.3f} s/step, {audio_s / med[name]:.1f} audio-s/s "
-              f"({len(results[name])} steps)")
-    if device.type == "cuda":
-        print(f"peak memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-    print(f"ratio (ours / torchaudio throughput): {med['torchaudio'] / med['ours']:.2f}")
+    for name, m in results.items():
+        peak = f", peak memory {m.peak_bytes / 2**30:.1f} GiB" if m.peak_bytes is not None else ""
+        print(f"{name:>10}: {m.median:.3f} s/step, {audio_s / m.median:.1f} audio-s/s ({len(m.times)} steps){peak}")
+    print(f"ratio (ours / torchaudio throughput): {results['torchaudio'].median / results['ours'].median:.2f}")
 
 
 if __name__ == "__main__":

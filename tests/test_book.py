@@ -1,9 +1,12 @@
 """The book builds with warnings as errors, and its pages carry the chapters' content."""
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +32,35 @@ def test_book_builds_without_warnings(tmp_path):
         assert page.count("<table") >= 4 and "holds here" in page, name
     # citations resolve to the bibliography
     assert "Hsu" in (html / "book" / "references.html").read_text(encoding="utf-8")
+    for page in sorted(html.glob("chapters/*.html")) + sorted(html.glob("book/*.html")) + [html / "index.html"]:
+        assert fold_problems(page.read_text(encoding="utf-8")) == [], page.name
+
+
+HAN_OR_HANGUL = re.compile(r"[\uac00-\ud7a3\u4e00-\u9fff]")
+
+
+def fold_problems(page: str) -> list[str]:
+    """Language folds that would not fold in the browser: a <details> whose translation ended up outside it
+    (a heading inside the fold starts a new section and closes it), or a page contents list that names
+    sections in Korean or Chinese (the translations' headings, listed a second and a third time)."""
+    soup = BeautifulSoup(page, "html.parser")
+    out = []
+    for d in soup.find_all("details"):
+        label = d.summary.get_text(strip=True) if d.summary else ""
+        body = d.get_text(" ", strip=True)[len(label):].strip()
+        if len(body) < 10:
+            out.append(f"<details> {label!r} holds no content (closed before its translation)")
+        if d.find("section") is not None or d.find(re.compile("^h[1-6]$")) is not None:
+            out.append(f"<details> {label!r} holds a section or heading")
+    for a in soup.select(".bd-toc a, nav.bd-links a, .toc-entry a"):
+        if HAN_OR_HANGUL.search(a.get_text()) and a.get_text(strip=True) not in ("한국어", "中文"):
+            out.append(f"contents entry in another language: {a.get_text(strip=True)!r}")
+    return out
+
+
+def test_fold_check_finds_a_fold_broken_by_a_heading():
+    broken = ('<details><summary>한국어</summary></details><section id="x"><h2>준비</h2><p>한국어 설명</p></section>'
+              '<nav class="bd-toc"><a href="#x">준비</a></nav>')
+    assert len(fold_problems(broken)) == 2
+    good = "<details><summary>한국어</summary><p><strong>준비</strong></p><p>한국어로 된 설명입니다.</p></details>"
+    assert fold_problems(good) == []
