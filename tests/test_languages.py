@@ -46,3 +46,46 @@ def test_markdown_sections_split_at_headings_outside_code():
 
 def test_checker_counts_prose_after_a_heading():
     assert len(check_note(f"## A heading\n\n{PROSE}")) == 2
+
+
+# ---- glossary terms and emphasis (tests/terms.py) ----
+
+from terms import emphasis_problems, glossary, notes_of, term_problems  # noqa: E402
+
+TERMS = glossary(ROOT / "book" / "glossary.md")
+
+
+def test_glossary_is_parsed():
+    assert len(TERMS) >= 45
+    assert TERMS["cluster purity"] == (["군집 순도"], ["簇纯度"])
+    assert "k-평균" in TERMS["k-means"][0] and "PNMI" in TERMS["PNMI"][1]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_notes_use_the_glossary_terms(page):
+    problems = [f"note {i}: {p}" for i, note in enumerate(notes_of(page)) for p in term_problems(note, TERMS)]
+    assert page.name == "glossary.md" or problems == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_emphasis_marks_close(page):
+    assert [f"note {i}: {p}" for i, note in enumerate(notes_of(page)) for p in emphasis_problems(note)] == []
+
+
+def test_term_check_finds_drift():
+    en = "Cluster purity is the share of a cluster's frames that carry its phone, averaged over clusters."
+    good = f"{en}\n\n<details><summary>한국어</summary>\n\n군집 순도는 군집의 프레임 중 ... 음소 ...\n\n</details>\n\n" \
+           f"<details><summary>中文</summary>\n\n簇纯度是簇中 ... 帧 ... 音素 ...\n\n</details>"
+    assert term_problems(good, TERMS) == []
+    drift = good.replace("군집 순도", "클러스터 순도")
+    assert len(term_problems(drift, TERMS)) == 2       # the glossary's word is missing, and a drifted word is used
+    # each English stretch is checked against its own folds
+    two = good + "\n\nThe k-means step comes next.\n\n" + KO + "\n\n" + ZH
+    assert [p.split(":")[0] for p in term_problems(two, TERMS)] == ["'k-means'", "'k-means'"]
+
+
+def test_emphasis_check_finds_literal_asterisks():
+    assert emphasis_problems("**선형 프로브(linear probe)**입니다.") != []
+    assert emphasis_problems("**선형 프로브**(linear probe)입니다.") == []
+    assert emphasis_problems("**从零训练：**同样的结构") != [] and emphasis_problems("**从零训练**：同样的结构") == []
+    assert emphasis_problems("$a * b * c$ and `x**2`") == []
