@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def new_model(seed=0, **kw):
         ("max_steps", 0, "an integer >= 1"),
         ("max_steps", 2.5, "an integer >= 1"),
         ("schedule", "linear", "one of ('cosine', 'polynomial', 'tri_stage', 'constant')"),
-        ("precision", "fp8", "one of ('fp32', 'bf16', 'fp16')"),
+        ("precision", "fp8", "one of ('fp32', 'bf16', 'fp16', 'auto')"),
         ("accum_steps", 0, "an integer >= 1"),
         ("betas", (0.9,), "two numbers in [0, 1)"),
         ("tri_stage_ratios", (0.1, 0.4, 0.4), "3 fractions in [0, 1] summing to 1"),
@@ -332,6 +333,23 @@ def test_reduced_precision_runs_fp32_on_cpu(tmp_path):
         trainer = Trainer(new_model(), cfg, ds)
     assert not trainer.scaler.is_enabled() and trainer.amp_dtype is None
     assert all(math.isfinite(r["loss"]) for r in trainer.fit())
+
+
+def test_auto_precision_is_fp32_on_cpu_without_a_warning(tmp_path, recwarn):
+    cfg = base_config(tmp_path, crop_samples=None, accum_steps=1, max_steps=1, precision="auto", device="cpu")
+    trainer = Trainer(new_model(), cfg, equal_length_items())
+    assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
+    assert not [w for w in recwarn if "CUDA only" in str(w.message)]
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                               ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_auto_precision_follows_the_gpu(monkeypatch, capability, dtype):
+    """T4 (7.5) and V100 (7.0) get fp16 with a loss scale; A100 (8.0) and H100 (9.0) get bf16."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    fake = types.SimpleNamespace(device=torch.device("cuda", 0))
+    assert Trainer._resolve_precision(fake, "auto") == dtype
 
 
 # ----------------------------------------------------------------------------- DDP

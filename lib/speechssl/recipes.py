@@ -134,10 +134,10 @@ _W2V2_OPT = {"schedule": "polynomial", "warmup_fraction": 0.08, "min_lr": 0.0, "
 _WAV2VEC2_TRAIN = {
     "full": {  # Sec. 4.2 BASE; fairseq wav2vec2_base_librispeech.yaml: 400k updates of 1.4M samples on 64 GPUs
         "lr": 5e-4, "max_steps": 400_000, "max_batch_samples": 1_400_000, "crop_samples": 250_000, "grad_clip": 0.0,
-        "precision": "bf16", **_W2V2_OPT,   # fairseq trains in fp16; bf16 needs no loss scale
+        "precision": "auto", **_W2V2_OPT,   # fairseq trains in fp16; bf16 (no loss scale) where the GPU has it
     },
     "reduced": {"lr": 5e-4, "max_steps": 40_000, "max_batch_samples": 3_200_000, "crop_samples": 160_000,
-                "grad_clip": 0.0, "precision": "bf16", **_W2V2_OPT},   # one GPU: 40k updates of 200 s of audio
+                "grad_clip": 0.0, "precision": "auto", **_W2V2_OPT},   # one GPU: 40k updates of 200 s of audio
     "tiny": {  # 2 CPU cores, about 2.5 minutes: 600 updates of 4 crops of 3 s (149 frames, enough for 100
                # distractors); a higher peak rate than the paper's for so few updates
         "lr": 2e-3, "max_steps": 600, "max_batch_samples": 192_000, "crop_samples": 48_000, "grad_clip": 0.0,
@@ -165,9 +165,9 @@ _CTC_TRAIN = {
     "full": {  # fairseq examples/wav2vec/config/finetuning/base_10m.yaml (10 minutes of labels): lr 5e-5,
                # 13k updates, max_tokens 3.2M per GPU with update_freq 4 on 2 GPUs; whole utterances
         "lr": 5e-5, "max_steps": 13_000, "max_batch_samples": 3_200_000, "accum_steps": 4, "grad_clip": 0.0,
-        "precision": "bf16", **_CTC_OPT,
+        "precision": "auto", **_CTC_OPT,
     },
-    "reduced": {"lr": 1e-4, "max_steps": 4_000, "max_batch_samples": 1_600_000, "grad_clip": 0.0, "precision": "bf16",
+    "reduced": {"lr": 1e-4, "max_steps": 4_000, "max_batch_samples": 1_600_000, "grad_clip": 0.0, "precision": "auto",
                 **_CTC_OPT},   # one GPU, tens of minutes: 4k updates of 100 s of audio
     "tiny": {  # 2 CPU cores: 600 updates of 10 s of audio (about 10 passes over the 10 minutes). lr 1e-3: 5e-4
                # fine-tuned more slowly (dev PER 0.79 against 0.74 with heavier masks), 2e-3 left both fine-tuning

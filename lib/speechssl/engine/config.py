@@ -19,7 +19,7 @@ from ..schedules import SCHEDULES, resolve_warmup_steps
 
 __all__ = ["OPTIMIZERS", "PRECISIONS", "TrainConfig"]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 OPTIMIZERS = ("adamw", "adam")
 
 #: Fields that may change between a run and its resume without changing the numbers.
@@ -81,7 +81,8 @@ class TrainConfig:
             is logged either way; fairseq ``clip_norm``).
         accum_steps: micro-batches per update (fairseq ``update_freq``); the gradient is that of the mean.
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast, on CUDA only (the CPU runs fp32). ``fp16``
-            uses a dynamic loss scale and skips updates whose gradients overflow, as fairseq.
+            uses a dynamic loss scale and skips updates whose gradients overflow, as fairseq. ``auto``
+            picks ``bf16`` on GPUs that have it in hardware (A100, H100), ``fp16`` on older ones (T4, V100).
         min_loss_scale: with ``fp16``, stop when the loss scale falls below this.
         max_batch_samples: budget of a batch, ``batch size * padded length`` (fairseq ``max_tokens``).
         max_batch_size: optional bound on utterances per batch.

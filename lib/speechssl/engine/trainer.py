@@ -170,8 +170,10 @@ class Trainer:
         return device
 
     def _resolve_precision(self, precision: str) -> torch.dtype | None:
-        if precision == "fp32":
+        if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
             return None
+        if precision == "auto":   # bf16 from compute capability 8 (A100, H100); fp16 before it (T4, V100)
+            precision = "bf16" if torch.cuda.get_device_capability(self.device)[0] >= 8 else "fp16"
         if self.device.type != "cuda":
             warnings.warn(f"precision={precision!r} applies on CUDA only; training on {self.device} runs in fp32",
                           stacklevel=3)
