@@ -153,3 +153,37 @@ def test_transcribed_audio_and_per(tmp_path):
     assert [r for r, _ in pairs] == [["AA", "B"], ["K", "S", "S"]] and per.reference_length == 5
     assert per.errors == sum(__import__("torchaudio").functional.edit_distance(r, h) for r, h in pairs)
     assert m.training                                                      # mode restored
+
+
+# ---- the collapse map and the forward recursion shown in chapter 4 ----
+
+def test_collapse_merges_repeats_then_drops_blanks():
+    from speechssl.decoding import collapse
+    assert collapse([1, 1, 0, 1, 2, 2]) == [1, 1, 2]          # a blank keeps two equal labels apart
+    assert collapse([1, 1, 1, 2]) == [1, 2] and collapse([0, 0]) == [] and collapse([]) == []
+
+
+@pytest.mark.parametrize("target", [[1, 2], [1, 1], [2, 1, 2], [3]])
+def test_ctc_forward_sums_every_path_that_collapses_to_the_target(target):
+    """The recursion equals brute force over all (1 + V)^T paths, and torch's CTC loss."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    from speechssl.decoding import collapse, ctc_forward
+    g = torch.Generator().manual_seed(len(target))
+    lp = torch.randn(6, 4, generator=g, dtype=torch.float64).log_softmax(-1)
+    alpha, total = ctc_forward(lp, target)
+    paths = [p for p in itertools.product(range(4), repeat=6) if collapse(list(p)) == target]
+    brute = torch.logsumexp(torch.stack([sum(lp[t, k] for t, k in enumerate(p)) for p in paths]), 0)
+    torch_loss = F.ctc_loss(lp.float().unsqueeze(1), torch.tensor([target]), torch.tensor([6]),
+                            torch.tensor([len(target)]), reduction="sum")
+    assert alpha.shape == (6, 2 * len(target) + 1)
+    assert abs(float(total) - float(brute)) < 1e-5
+    assert abs(-float(total) - float(torch_loss)) < 1e-4
+
+
+def test_ctc_forward_has_no_path_when_the_target_needs_more_frames():
+    from speechssl.decoding import ctc_forward
+    lp = torch.zeros(2, 3).log_softmax(-1)
+    assert ctc_forward(lp, [1, 1])[1] == float("-inf")         # "a a" needs a, -, a: three frames

@@ -1,4 +1,5 @@
-"""Decoding CTC outputs: best path and lexicon-free beam search, and the error rate of a model.
+"""CTC's collapse and forward recursion, decoding (best path, lexicon-free beam search), and the
+error rate of a model.
 
 Greedy (best-path) decoding takes the most likely output of every frame, merges repeats and drops
 blanks. Beam search (torchaudio's ``ctc_decoder``, flashlight-text) sums the probabilities of the
@@ -15,20 +16,60 @@ import torch
 from .data.transcripts import BLANK, WORD_BOUNDARY
 from .metrics import ErrorRate, phone_error_rate
 
-__all__ = ["beam_decode", "evaluate_per", "greedy_decode"]
+__all__ = ["beam_decode", "collapse", "ctc_forward", "evaluate_per", "greedy_decode"]
+
+
+def collapse(path: Sequence[int], blank: int = BLANK) -> list[int]:
+    """CTC's many-to-one map B (Graves et al. 2006, Sec. 3): merge repeated outputs, then drop blanks.
+
+    ``B(a a - a b b) = a a b``: a blank between two equal labels keeps them apart.
+    """
+    # [eq ctc-collapse]
+    merged = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
+    return [int(p) for p in merged if p != blank]
+    # [/eq ctc-collapse]
+
+
+def ctc_forward(log_probs: torch.Tensor, target: Sequence[int], blank: int = BLANK) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward variables of CTC for one utterance (Graves et al. 2006, Sec. 4.1), in log space.
+
+    ``log_probs`` ``(T, 1 + V)`` per-frame log-probabilities, ``target`` the label indices ``l``.
+    Returns ``(alpha, log p(l | x))``: ``alpha[t, s]`` is the log of the summed probability of every
+    path prefix up to frame ``t`` that ends in state ``s`` of ``l' = (-, l_1, -, l_2, ..., l_U, -)``;
+    ``log p(l | x)`` adds the last two states at the last frame. ``-log p`` is what
+    ``torch.nn.functional.ctc_loss`` returns for the utterance (``reduction="sum"``); this plain
+    version is for small examples and figures, the training loss is torch's.
+    """
+    ext = [blank]
+    for label in target:
+        ext += [int(label), blank]
+    num_frames, num_states = log_probs.shape[0], len(ext)
+    lp = log_probs.float()
+    alpha = torch.full((num_frames, num_states), float("-inf"))
+    alpha[0, 0] = lp[0, ext[0]]
+    if num_states > 1:
+        alpha[0, 1] = lp[0, ext[1]]
+    for t in range(1, num_frames):
+        for s in range(num_states):
+            # [eq ctc-forward]
+            prev = [alpha[t - 1, s]]                                  # stay in the same state
+            if s >= 1:
+                prev.append(alpha[t - 1, s - 1])                      # advance by one state
+            if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
+                prev.append(alpha[t - 1, s - 2])                      # skip the blank between different labels
+            alpha[t, s] = torch.logsumexp(torch.stack(prev), 0) + lp[t, ext[s]]
+            # [/eq ctc-forward]
+    total = torch.logsumexp(alpha[-1, -2:], 0) if num_states > 1 else alpha[-1, -1]
+    return alpha, total
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Best path: the most likely output per frame, repeats merged, blanks removed.
+    """Best path: the most likely output per frame, collapsed by :func:`collapse`.
 
     ``log_probs`` ``(B, T, 1 + V)``, ``lengths`` ``(B,)`` -> output indices per utterance.
     """
     best = log_probs.argmax(-1).cpu()
-    out = []
-    for b, n in enumerate(lengths.tolist()):
-        path = torch.unique_consecutive(best[b, : int(n)])
-        out.append([int(i) for i in path if int(i) != BLANK])
-    return out
+    return [collapse(best[b, : int(n)].tolist()) for b, n in enumerate(lengths.tolist())]
 
 
 @functools.lru_cache(maxsize=4)
