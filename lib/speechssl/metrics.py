@@ -87,10 +87,12 @@ def unit_quality(phones: np.ndarray, units: np.ndarray, num_phones: int | None =
 
 def entropy_perplexity(probs: torch.Tensor) -> torch.Tensor:
     """``exp(H(p))`` along the last dimension of a (batch of) distribution(s)."""
+    # [eq entropy]
     p = probs.clamp_min(0)
     p = p / p.sum(-1, keepdim=True)
     logp = torch.where(p > 0, p.log(), torch.zeros_like(p))
     return torch.exp(-(p * logp).sum(-1))
+    # [/eq entropy]
 
 
 def codebook_perplexity(probs: torch.Tensor) -> torch.Tensor:
@@ -107,7 +109,9 @@ def codebook_perplexity(probs: torch.Tensor) -> torch.Tensor:
         probs = probs.unsqueeze(1)
     if probs.dim() != 3:
         raise ValueError(f"probs must have shape (N, G, V) or (N, V); got {tuple(probs.shape)}")
+    # [eq perplexity]
     return entropy_perplexity(probs.float().mean(0))  # (G,)
+    # [/eq perplexity]
 
 
 def code_perplexity(codes: torch.Tensor, num_codes: int) -> torch.Tensor:

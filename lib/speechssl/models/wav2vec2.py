@@ -287,7 +287,9 @@ class Wav2Vec2(nn.Module):
         if self.training and self.cfg.feature_grad_mult != 1.0:
             z = _GradMultiply.apply(z, self.cfg.feature_grad_mult)
         valid = ~lengths_to_padding_mask(frames, z.shape[-1])                   # (B, T)
+        # [eq feature-penalty]
         pen = (z.float().pow(2).mean(1)[valid]).mean()                          # mean squared output
+        # [/eq feature-penalty]
         return self.layer_norm(z.transpose(1, 2)), frames, pen
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, *, mask: torch.Tensor | bool = False,
@@ -378,15 +380,21 @@ class Wav2Vec2(nn.Module):
         # advanced indexing accumulates repeated indices from several threads in no fixed order (CPU runs then
         # differ in the last bits from one run to the next)
         negs = y.index_select(0, neg_idx.reshape(-1)).view(*neg_idx.shape, -1)  # (M, K, F)
+        # [eq contrastive]
         cands = torch.cat([y.unsqueeze(1), negs], 1)                           # (M, 1 + K, F)
         logits = F.cosine_similarity(c.float().unsqueeze(1), cands.float(), dim=-1) / cfg.logit_temp
         same = (negs == y.unsqueeze(1)).all(-1)                                # a distractor equal to the target
         logits[:, 1:] = logits[:, 1:].masked_fill(same, float("-inf"))
         target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
         contrastive = F.cross_entropy(logits, target)
+        # [/eq contrastive]
+        # [eq diversity]
         gv = cfg.groups * cfg.num_vars
         diversity = (gv - q.prob_perplexity) / gv                              # fairseq's form of Eq. 4
+        # [/eq diversity]
+        # [eq total]
         loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_pen_weight * out.features_pen
+        # [/eq total]
         with torch.no_grad():
             acc = (logits[:, 0] > logits[:, 1:].max(-1).values).float().mean()
         num_masked = float(m.sum())

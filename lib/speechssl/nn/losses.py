@@ -160,14 +160,18 @@ def future_prediction_loss(predictions: torch.Tensor, targets: torch.Tensor, len
             step_correct.append(zero.detach())
             step_count.append(zero.detach())
             continue
+        # [eq step-scores]
         h = preds[:, :n_pos, k]                                           # (B, T-s, D)
         pos = (h * tgt[:, s:]).sum(-1)                                    # (B, T-s)
         neg = torch.einsum("btd,btnd->btn", h, negs[:, s:])              # (B, T-s, N)
+        # [/eq step-scores]
         valid = (torch.arange(n_pos, device=preds.device)[None, :] + s < lens[:, None]) & has_distractor
+        # [eq binary-or-infonce]
         if loss == "binary":
             per_pos = F.softplus(-pos) + F.softplus(neg).sum(-1)         # -log s(pos) - sum log s(-neg)
         else:                                                            # -log softmax(pos | pos, negs)
             per_pos = torch.logsumexp(torch.cat([pos.unsqueeze(-1), neg], -1), -1) - pos
+        # [/eq binary-or-infonce]
         m = valid.to(per_pos.dtype)
         step_sum.append((per_pos * m).sum())
         correct = (pos > neg.amax(-1)) if num_neg > 0 else torch.ones_like(valid)

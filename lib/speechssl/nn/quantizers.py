@@ -221,6 +221,7 @@ class GumbelQuantizer(nn.Module):
         logits = self.logits_proj(x).float().view(bsz, tsz, self.groups, self.num_vars)  # (B, T, G, V)
         valid = _valid_frames(x, lengths)                                                # (B, T)
         tau = self.temperature(num_updates)
+        # [eq gumbel]
         if deterministic:
             one_hot = F.one_hot(logits.argmax(-1), self.num_vars).to(logits.dtype)
         else:
@@ -228,6 +229,7 @@ class GumbelQuantizer(nn.Module):
         codes = one_hot.argmax(-1)                                                       # (B, T, G)
         # pick one entry per group and concatenate: (B, T, G, V) x (G, V, d/G) -> (B, T, G, d/G)
         q = torch.einsum("btgv,gvd->btgd", one_hot, self.entries().float()).reshape(bsz, tsz, self.code_dim)
+        # [/eq gumbel]
         q = q.masked_fill(~valid.unsqueeze(-1), 0.0).type_as(x)
         probs = logits.softmax(-1)
         sel = probs[valid]                                                               # (N, G, V)
@@ -302,11 +304,13 @@ class KMeansQuantizer(nn.Module):
         # codebook gradient with atomics on the CPU, and two identical runs would drift apart)
         one_hot = F.one_hot(codes, self.num_vars).to(cb.dtype)             # (B, T, G, V)
         zq = torch.einsum("btgv,gvd->btgd", one_hot, cb).reshape(bsz, tsz, dim)
+        # [eq vq-loss]
         out = ze + (zq - ze).detach()                                       # straight-through
         m = valid.unsqueeze(-1).to(ze.dtype)
         denom = (m.sum() * dim).clamp_min(1.0)
         latent = (((zq - ze.detach()) ** 2) * m).sum() / denom             # moves the codewords
         commit = (((ze - zq.detach()) ** 2) * m).sum() / denom             # keeps z near its codeword
+        # [/eq vq-loss]
         with torch.no_grad():
             sel = codes[valid]
             code_ppl = (codebook_perplexity(F.one_hot(sel, self.num_vars)).sum() if sel.shape[0]
