@@ -58,6 +58,50 @@ def test_figures_draw():
     assert list(marks.get_xdata()) == [1, 2, 3, 4, 5, 6] and list(marks.get_ydata()) == [0, 1, 2, 3, 4, 5]
 
 
+def _texts(fig):
+    """Every visible text of a figure: titles, labels, tick labels, legends, annotations."""
+    fig.canvas.draw()
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+
+
+def test_figures_use_no_text_below_8_points_and_store_twice_the_resolution():
+    import matplotlib.pyplot as plt
+
+    from speechssl.viz import MIN_FONT, plot_ctc_lattice, plot_posteriogram, setup_plots
+    setup_plots()
+    assert plt.rcParams["savefig.dpi"] == 2 * plt.rcParams["figure.dpi"]
+    rng = np.random.default_rng(0)
+    ali = [("sil", 0, 1600), ("HH", 1600, 2400), ("AH", 2400, 4000), ("sil", 4000, 4800)]
+    phones = ["sil", "sil", "HH", "HH", "HH", "AH", "AH", "sil"]
+    figs = [
+        plot_utterance(rng.normal(size=4800), ali, rng.normal(size=(28, 257)), rng.normal(size=(28, 39))),
+        plot_phone_histogram(np.array([5, 0, 3]), ["sil", "AA", "AE"]),
+        plot_quality_vs_k([50, 100], [dict(phone_purity=.3, cluster_purity=.2, pnmi=.2)] * 2,
+                          paper={100: dict(phone_purity=.3, cluster_purity=.2, pnmi=.25)}),
+        plot_cooccurrence(rng.integers(0, 5, (40, 60)), [f"p{i}" for i in range(40)]),
+        plot_units_against_phones(ali, rng.integers(0, 5, 28), 0.01),
+        plot_training_curves([{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.5}], [("loss", "loss", 3.35)]),
+        plot_score_matrix(rng.normal(size=(8, 8)), offset=0, phones=phones),
+        plot_candidate_scores(rng.random(11), [f"z{i}" for i in range(11)]),
+        plot_ctc_lattice(np.log(rng.random((5, 5))), ["-", "a", "-", "b", "-"]),
+        plot_posteriogram(rng.dirichlet(np.ones(3), 20), ["a", "b"], ali),
+    ]
+    for fig in figs:
+        small = [(t.get_text(), t.get_fontsize()) for t in _texts(fig) if t.get_fontsize() < MIN_FONT]
+        assert small == [], small
+        plt.close(fig)
+
+
+def test_score_matrix_draws_phone_boundaries_and_names_phones():
+    phones = ["sil", "sil", "HH", "HH", "HH", "AH", "AH", "sil"]
+    fig = plot_score_matrix(np.zeros((8, 8)), offset=0, phones=phones)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sil", "HH", "AH"]   # the last 1-frame sil unnamed
+    assert sum(1 for line in ax.lines if line.get_xdata()[0] == line.get_xdata()[-1]) == 3   # 3 boundaries
+    with pytest.raises(ValueError, match="one phone per frame"):
+        plot_score_matrix(np.zeros((8, 8)), offset=0, phones=phones[:5])
+
+
 def test_explore_leaves_a_static_figure(monkeypatch):
     import ipywidgets
     import matplotlib.pyplot as plt

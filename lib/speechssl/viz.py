@@ -1,6 +1,7 @@
 """Figures and tables shared by the chapters.
 
-Figures are kept small (``setup_plots``) because notebooks are committed with their outputs.
+``setup_plots`` sets the book's figure style: text of at least 8 pt, and PNGs stored at twice the
+displayed resolution (``retina``), so that labels stay sharp in the HTML book.
 :class:`Table` now lives in :mod:`speechssl.report` (imported here for existing code).
 """
 
@@ -14,10 +15,22 @@ import numpy as np
 from .report import Table  # noqa: F401  (moved to speechssl.report; kept here for existing imports)
 
 
-def setup_plots(dpi: int = 72) -> None:
-    """Small, consistent figures (the PNGs are stored in the notebooks)."""
-    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "figure.figsize": (9, 3.2),
-                         "axes.grid": False, "font.size": 9, "axes.titlesize": 10})
+MIN_FONT = 8   # points; the smallest text any figure of the book uses
+
+
+def setup_plots(dpi: int = 80) -> None:
+    """Figures at ``dpi`` on the page, stored at twice that (the PNGs are kept in the notebooks)."""
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": 2 * dpi, "figure.figsize": (9, 3.2),
+                         "axes.grid": False, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
+                         "xtick.labelsize": MIN_FONT, "ytick.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT,
+                         "figure.titlesize": 10})
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # pragma: no cover - Jupyter is part of the environment
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")     # PNG at 2x figure.dpi, displayed at 1x
 
 
 def _segments(alignment, sample_rate):
@@ -89,7 +102,7 @@ def plot_quality_vs_k(ks: Sequence[int], results: Sequence[dict], paper: dict | 
     ax.set_xticks(list(ks), [str(k) for k in ks])
     ax.set_xlabel("number of clusters K")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.legend(fontsize=MIN_FONT, ncol=2, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -107,9 +120,9 @@ def plot_cooccurrence(counts: np.ndarray, phones: Sequence[str], title: str = ""
     order = np.lexsort((-cond.max(0), cond.argmax(0)))
     if max_units:
         order = order[:max_units]
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(10, max(4.0, 1.2 + 0.13 * len(phones))))   # one 8 pt label per phone row
     im = ax.imshow(cond[:, order], aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks(range(len(phones)), phones, fontsize=6)
+    ax.set_yticks(range(len(phones)), phones, fontsize=MIN_FONT)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("phone")
     fig.colorbar(im, ax=ax, label="p(phone | unit)", fraction=0.03)
@@ -139,9 +152,9 @@ def plot_units_against_phones(alignment, units: np.ndarray, frame_hop_s: float, 
     run_start = 0
     for i in range(1, len(units) + 1):
         if i == len(units) or units[i] != units[run_start]:
-            if (i - run_start) * frame_hop_s >= 0.03:
+            if (i - run_start) * frame_hop_s >= 0.04:
                 ax.text((t[run_start] + i * frame_hop_s) / 2, 0.5, str(units[run_start]), ha="center",
-                        va="center", fontsize=6, rotation=90)
+                        va="center", fontsize=MIN_FONT, rotation=90)
             run_start = i
     draw_alignment(ax, alignment, sample_rate)
     for _, start, _ in _segments(alignment, sample_rate):
@@ -168,7 +181,7 @@ def plot_training_curves(history: Sequence[dict], panels: Sequence[tuple[str, st
         ax.plot(steps, [h.get(key, np.nan) for h in history], color="C0", lw=1.4)
         if ref is not None:
             ax.axhline(ref, color="C3", ls="--", lw=1, label=f"chance {ref:.3g}")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=MIN_FONT)
         ax.set_xlabel("update")
         ax.set_title(label)
     if title:
@@ -179,21 +192,37 @@ def plot_training_curves(history: Sequence[dict], panels: Sequence[tuple[str, st
 
 def plot_score_matrix(scores: np.ndarray, offset: int, title: str = "", xlabel: str = "target frame j",
                       ylabel: str = "context frame i", colorbar: str = "score",
-                      positive_label: str | None = None) -> plt.Figure:
+                      positive_label: str | None = None, phones: Sequence[str] | None = None) -> plt.Figure:
     """``scores[i, j]`` (e.g. ``h_k(c_i) . z_j``) with the positives ``j = i + offset`` marked by dots
     (legend ``positive_label``, by default "true future (j = i + offset)").
 
+    ``phones``: the phone under each frame (rows and columns index the same frames); phone
+    boundaries are drawn across the matrix and each phone of two frames or more is named on the axes.
     A model that learned its task scores the marked cell of each row above most of the row.
     """
     scores = np.asarray(scores, dtype=float)
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig, ax = plt.subplots(figsize=(6.0, 5.0) if phones is not None else (5.2, 4.2))
     im = ax.imshow(scores, cmap="magma", aspect="auto", interpolation="nearest")
     i = np.arange(scores.shape[0])
     j = i + offset
     ok = j < scores.shape[1]
     label = positive_label if positive_label is not None else f"true future (j = i + {offset})"
     ax.plot(j[ok], i[ok], ".", color="cyan", ms=2.0, label=label)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=MIN_FONT, loc="lower left")
+    if phones is not None:
+        if len(phones) != max(scores.shape):
+            raise ValueError(f"phones: expected one phone per frame ({max(scores.shape)}), found {len(phones)}")
+        bounds = [k for k in range(1, len(phones)) if phones[k] != phones[k - 1]]
+        for b in bounds:
+            ax.axvline(b - 0.5, color="white", lw=0.5, alpha=0.8)
+            ax.axhline(b - 0.5, color="white", lw=0.5, alpha=0.8)
+        edges = [0, *bounds, len(phones)]
+        named = [(a, b) for a, b in zip(edges, edges[1:]) if b - a >= 2]
+        centres, names = [(a + b - 1) / 2 for a, b in named], [phones[a] for a, _ in named]
+        ax.set_xticks(centres, names, fontsize=MIN_FONT, rotation=90)
+        ax.set_yticks(centres, names, fontsize=MIN_FONT)
+        ax.set_xlim(-0.5, scores.shape[1] - 0.5)
+        ax.set_ylim(scores.shape[0] - 0.5, -0.5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax, label=colorbar, fraction=0.046)
@@ -210,7 +239,7 @@ def plot_candidate_scores(scores: np.ndarray, labels: Sequence[str], positive: i
     fig, ax = plt.subplots(figsize=(6.5, 2.6))
     colors = ["C3" if i == positive else "C7" for i in range(len(scores))]
     ax.bar(range(len(scores)), scores, color=colors)
-    ax.set_xticks(range(len(scores)), labels, fontsize=7, rotation=45, ha="right")
+    ax.set_xticks(range(len(scores)), labels, fontsize=MIN_FONT, rotation=45, ha="right")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
@@ -279,4 +308,45 @@ def plot_posteriogram(probs: np.ndarray, vocab: Sequence[str], alignment, hop_s:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")
     ax.legend(loc="lower right")
+    return fig
+
+
+def plot_ctc_lattice(alpha: np.ndarray, states: Sequence[str], title: str = "") -> plt.Figure:
+    """CTC's forward lattice (:func:`speechssl.decoding.ctc_forward`): one column per frame, one row per state of
+    the extended target ``(-, l_1, -, ..., l_U, -)``. Each node is shaded by ``alpha[t, s]`` normalised over its
+    frame; arrows are the allowed moves (stay, advance one state, skip a blank between different labels); the
+    two end states of the last frame, whose sum is ``p(l | x)``, are ringed."""
+    alpha = np.asarray(alpha, dtype=float)
+    num_frames, num_states = alpha.shape
+    post = np.exp(alpha - alpha.max(1, keepdims=True))
+    post = np.where(np.isfinite(alpha), post / post.sum(1, keepdims=True), 0.0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * num_frames, 0.9 + 0.5 * num_states))
+    reachable = np.isfinite(alpha)
+    for t in range(num_frames - 1):
+        for s in range(num_states):
+            if not reachable[t, s]:
+                continue
+            moves = [s, s + 1] + ([s + 2] if s + 2 < num_states and states[s + 2] != "-"
+                                  and states[s + 2] != states[s] else [])
+            for s2 in moves:
+                if s2 < num_states and reachable[t + 1, s2]:
+                    ax.annotate("", (t + 1, s2), (t, s), arrowprops=dict(arrowstyle="-|>", color="#9a9a9a", lw=0.7,
+                                                                          shrinkA=7, shrinkB=7))
+    tt, ss = np.meshgrid(np.arange(num_frames), np.arange(num_states), indexing="ij")
+    sc = ax.scatter(tt[reachable], ss[reachable], c=post[reachable], cmap="Blues", vmin=0, vmax=1, s=170,
+                    edgecolors="#333333", linewidths=0.6, zorder=3)
+    ax.scatter(tt[~reachable], ss[~reachable], s=30, color="#dddddd", zorder=2)
+    ax.scatter([num_frames - 1] * 2, [num_states - 2, num_states - 1], s=330, facecolors="none",
+               edgecolors="C3", linewidths=1.4, zorder=4, label="end states: p(l | x) = their sum")
+    ax.set_yticks(range(num_states), states, fontsize=MIN_FONT + 1)
+    ax.set_xticks(range(num_frames), [str(t + 1) for t in range(num_frames)])
+    ax.set_ylim(num_states - 0.5, -0.5)
+    ax.set_xlim(-0.5, num_frames - 0.5)
+    ax.set_xlabel("frame t")
+    ax.set_ylabel("state s of the extended target")
+    fig.colorbar(sc, ax=ax, label="alpha_t(s), normalised per frame", fraction=0.04)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
     return fig
