@@ -20,6 +20,7 @@ from trilingual import DETAILS, FENCE, MARKUP, notes_of_markdown, notes_of_noteb
 
 GLOSSARY_BLOCK = re.compile(r"```\{glossary\}\n(.*?)```", re.S)
 TRANSLATION = re.compile(r"한국어 \*\*(.+?)\*\* · 中文 \*\*(.+?)\*\*")
+TERM_ROLE = re.compile(r"\{term\}`([^`<]*?)\s*(?:<[^>]*>)?`")    # a glossary link keeps its text
 PAREN = re.compile(r"(.*?)\s*[（(](.*?)[)）]\s*$")
 
 # Words that drifted from the glossary in earlier versions of the notes, and the glossary's word.
@@ -79,7 +80,7 @@ def segments(note: str) -> list[tuple[str, dict[str, str]]]:
         out.append((english, blocks))
         english, blocks = "", {}
     out.append((english + note[pos:], blocks))
-    return [(MARKUP.sub(" ", FENCE.sub(" ", e)), b) for e, b in out]
+    return [(MARKUP.sub(" ", FENCE.sub(" ", TERM_ROLE.sub(r"\1", e))), b) for e, b in out]
 
 
 def term_problems(note: str, terms: dict[str, tuple[list[str], list[str]]]) -> list[str]:
