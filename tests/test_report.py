@@ -141,3 +141,9 @@ def test_note_bad_arguments(args, kwargs, match):
 def test_note_bad_format_spec_is_caught_at_construction():
     with pytest.raises(ValueError, match=r"ko template field \{acc:\.2q\}: bad format spec for measured\(0\.5"):
         Note("Accuracy {acc}.", ko="정확도 {acc:.2q}.", acc=measured(0.5))
+
+
+def test_table_escapes_a_pipe_inside_a_cell():
+    md = Table(["how p(l | x) is computed", "value"], [("sum | paths", 0.5)])._repr_markdown_()
+    assert md.splitlines()[0] == "| how p(l \\| x) is computed | value |"
+    assert md.splitlines()[2] == "| sum \\| paths | 0.500 |"

@@ -121,3 +121,11 @@ def test_explore_leaves_a_static_figure(monkeypatch):
     ui = widgets.explore(draw, {"k": 2}, {"k": ipywidgets.IntSlider(min=1, max=3, value=2)})
     assert calls[0] == 2 and isinstance(shown[0], plt.Figure)
     assert isinstance(ui, ipywidgets.interactive) and ui in shown
+
+
+def test_log_axis_names_only_the_ks():
+    fig = plot_quality_vs_k([50, 100, 200, 500], [dict(phone_purity=.3, cluster_purity=.2, pnmi=.2)] * 4)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["50", "100", "200", "500"]
+    assert all(t.get_text() == "" for t in ax.xaxis.get_minorticklabels())

@@ -215,6 +215,11 @@ def series(values: Sequence[float], *, sep: str = " → ", fmt: str | None = Non
                 **{n: measured(v, fmt=fmt, **tolerance) for n, v in zip(names, values)})
 
 
+def _escape_pipe(text: str) -> str:
+    """A "|" inside a Markdown table cell would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def _cell(v: object, cell: Cell) -> str:
     return v.fill(cell) if isinstance(v, Text) else cell(v, None, None)
 
@@ -240,9 +245,9 @@ class Table(_Checked):
 
     def _markdown(self, cell: Cell) -> str:
         lines = [f"**{self.caption}**", ""] if self.caption else []
-        lines.append("| " + " | ".join(self.headers) + " |")
+        lines.append("| " + " | ".join(_escape_pipe(h) for h in self.headers) + " |")
         lines.append("|" + "|".join("---" for _ in self.headers) + "|")
-        lines += ["| " + " | ".join(_cell(v, cell) for v in row) + " |" for row in self.rows]
+        lines += ["| " + " | ".join(_escape_pipe(_cell(v, cell)) for v in row) + " |" for row in self.rows]
         return "\n".join(lines)
 
     def _plain(self) -> str:

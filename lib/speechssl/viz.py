@@ -100,6 +100,7 @@ def plot_quality_vs_k(ks: Sequence[int], results: Sequence[dict], paper: dict | 
                     label=f"{label} (HuBERT paper, LibriSpeech)")
     ax.set_xscale("log")
     ax.set_xticks(list(ks), [str(k) for k in ks])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())     # only the K values are named, no 6x10^1 in between
     ax.set_xlabel("number of clusters K")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=MIN_FONT, ncol=2, loc="upper left")
@@ -320,7 +321,7 @@ def plot_ctc_lattice(alpha: np.ndarray, states: Sequence[str], title: str = "") 
     num_frames, num_states = alpha.shape
     post = np.exp(alpha - alpha.max(1, keepdims=True))
     post = np.where(np.isfinite(alpha), post / post.sum(1, keepdims=True), 0.0)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * num_frames, 0.9 + 0.5 * num_states))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.2 * num_frames, 1.4 + 0.6 * num_states))
     reachable = np.isfinite(alpha)
     for t in range(num_frames - 1):
         for s in range(num_states):
