@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Command 2: every test. Unit tests of lib/, the three-language check, the book build, and
-# nbval (lax mode) over the chapters against their committed tiny-scale outputs.
+# nbval (lax mode) over the chapters and the results page against their committed tiny-scale outputs.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-python -m pytest tests chapters \
+python -m pytest tests chapters book/results.ipynb \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p speechssl.testing.nbval_tolerance \
   --nbval-sanitize-with tests/nbval_sanitize.cfg \
   -p no:cacheprovider "$@"

@@ -34,6 +34,18 @@ def test_book_builds_without_warnings(tmp_path):
     assert "Hsu" in (html / "book" / "references.html").read_text(encoding="utf-8")
     for page in sorted(html.glob("chapters/*.html")) + sorted(html.glob("book/*.html")) + [html / "index.html"]:
         assert fold_problems(page.read_text(encoding="utf-8")) == [], page.name
+    # the results page is in the book, and the introduction's box shows its verdicts (glued across pages)
+    results = (html / "book" / "results.html").read_text(encoding="utf-8")
+    assert "beats MFCC on both" in results and "holds at tiny" in results
+    intro = (html / "book" / "intro.html").read_text(encoding="utf-8")
+    assert re.search(r"\d+ of \d+ claims hold at the", intro) and "against MFCC" in intro
+    # equations stand beside the library lines (MathJax typesets the flex box), and chapters link the glossary
+    ch3 = (html / "chapters" / "03_wav2vec2.html").read_text(encoding="utf-8")
+    assert "speechssl-equation" in ch3 and "mathjax_process" in ch3 and "lib/speechssl/models/wav2vec2.py" in ch3
+    assert all(p.read_text(encoding="utf-8").count('class="reference internal" href="../book/glossary.html#term-') >= 5
+               for p in html.glob("chapters/*.html"))
+    # the book's style sheet is loaded: long code lines wrap instead of running under a scroll bar
+    assert "speechssl.css" in chapter and "pre-wrap" in (html / "_static" / "speechssl.css").read_text(encoding="utf-8")
 
 
 HAN_OR_HANGUL = re.compile(r"[\uac00-\ud7a3\u4e00-\u9fff]")

@@ -7,7 +7,7 @@ import pytest
 from trilingual import check_note, notes_of_markdown, problems_in
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted(ROOT.glob("chapters/*.ipynb")) + sorted(p for p in ROOT.glob("book/*.md"))
+PAGES = sorted(ROOT.glob("chapters/*.ipynb")) + sorted(ROOT.glob("book/*.ipynb")) + sorted(ROOT.glob("book/*.md"))
 
 KO = "<details><summary>한국어</summary>\n\n이 문단은 한국어로 된 설명입니다.\n\n</details>"
 ZH = "<details><summary>中文</summary>\n\n这一段是中文说明。\n\n</details>"
