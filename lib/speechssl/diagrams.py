@@ -106,9 +106,9 @@ def output_shapes(model: torch.nn.Module, seconds: float = 1.0, sample_rate: int
             torch.manual_seed(0)
             audio = torch.randn(1, samples)
             lengths = torch.tensor([samples])
-            if isinstance(model, Wav2Vec2CTC):
+            if isinstance(model, Wav2Vec2CTC):       # its loss needs transcripts: the forward pass shows every part
                 model(audio, lengths)
-            elif isinstance(model, Wav2Vec2):
+            elif isinstance(model, Wav2Vec2):        # compute_loss refuses 1 s (it wants room for 100 distractors)
                 model.pretraining_loss(model(audio, lengths, mask=True))
             else:
                 model.compute_loss({"audio": audio, "lengths": lengths})

@@ -40,18 +40,10 @@ def every_other_frame(featurize: Callable[[torch.Tensor], torch.Tensor]) -> Call
 def representations(mfcc: Callable, wav2vec: torch.nn.Module, vq_wav2vec: torch.nn.Module,
                     wav2vec2: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Frame features at 50 Hz: MFCC, wav2vec's ``c``, vq-wav2vec's ``c`` and wav2vec 2.0's Transformer output."""
-    def transformer_output(wav: torch.Tensor) -> torch.Tensor:
-        was_training = wav2vec2.training
-        wav2vec2.eval()
-        try:
-            return wav2vec2(wav[None].to(wav2vec2.mask_emb.device)).x[0].cpu()
-        finally:
-            wav2vec2.train(was_training)
-
     return {"MFCC + Δ + ΔΔ (chapter 0)": every_other_frame(mfcc),
             "wav2vec context c (chapter 1)": every_other_frame(features_of(wav2vec, "context")),
             "vq-wav2vec context c (chapter 2)": every_other_frame(features_of(vq_wav2vec, "context")),
-            "wav2vec 2.0 Transformer output (chapter 3)": transformer_output}
+            "wav2vec 2.0 Transformer output (chapter 3)": features_of(wav2vec2)}
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,6 @@ class Comparison:
     dims: int
     probe_accuracy: float
     pnmi: float
-    phone_purity: float
 
 
 def compare(reps: Mapping[str, Callable], train: Sequence, evaluate: Sequence, root: str | os.PathLike,
@@ -74,7 +65,7 @@ def compare(reps: Mapping[str, Callable], train: Sequence, evaluate: Sequence, r
         acc = fit_linear_probe(x_tr, y_tr, x_ev, y_ev, num_phones, seed=seed)
         km = KMeans(num_units, n_init=n_init, seed=seed).fit(x_tr.float())
         q = unit_quality(y_ev.numpy(), km.predict(x_ev.float()), num_phones, num_units)
-        out.append(Comparison(name, int(x_tr.shape[1]), float(acc), float(q.pnmi), float(q.phone_purity)))
+        out.append(Comparison(name, int(x_tr.shape[1]), float(acc), float(q.pnmi)))
     return out
 
 

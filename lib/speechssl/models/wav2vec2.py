@@ -333,6 +333,12 @@ class Wav2Vec2(nn.Module):
         return torch.where(m.unsqueeze(-1), self.mask_emb.to(x.dtype), x), m
 
     @torch.no_grad()
+    def extract_features(self, audio: torch.Tensor, lengths: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen features for downstream use: the Transformer output ``((B, T', D), (B,))``, unmasked."""
+        out = self(audio, lengths)
+        return out.x, out.lengths
+
     def frame_views(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the loss compares, for every frame of one unmasked utterance ``(T,)`` (for analysis):
         ``codes`` ``(T', G)`` (the quantizer's argmax), ``context`` ``(T', F)`` (``final_proj(c)``) and
