@@ -112,6 +112,26 @@ def test_tiny_compute_loss_contract():
     assert model.mask_emb.grad is not None and model.quantizer.codebook.grad is not None
 
 
+def test_continuous_targets_drop_the_quantizer():
+    """Table 4's continuous targets (fairseq quantize_targets=False): the targets are project_q of the encoder
+    features themselves, the loss has no diversity term, and only the quantizer's parameters go away."""
+    cfg = Wav2Vec2Config.preset("tiny", quantize_targets=False)
+    torch.manual_seed(0)
+    model = Wav2Vec2(cfg)
+    assert model.quantizer is None and model.project_q.in_features == model.feature_encoder.out_channels
+    quantized = Wav2Vec2(Wav2Vec2Config.preset("tiny"))
+    gv, enc = cfg.groups * cfg.num_vars, model.feature_encoder.out_channels
+    extra = (enc * gv + gv + gv * (cfg.final_dim // cfg.groups)) + (cfg.final_dim - enc) * cfg.final_dim
+    assert sum(p.numel() for p in quantized.parameters()) - sum(p.numel() for p in model.parameters()) == extra
+    loss, metrics = model.compute_loss({"audio": torch.randn(2, 48_000)}, num_updates=0)
+    loss.backward()
+    assert float(metrics["diversity_loss"]) == 0.0 and "code_ppl" not in metrics
+    assert float(loss) == pytest.approx(float(metrics["contrastive_loss"]))       # tiny: no feature penalty
+    assert model.project_q.weight.grad is not None and model.feature_encoder.blocks[0].conv.weight.grad is not None
+    views = model.frame_views(torch.randn(16_000))
+    assert "codes" not in views and views["target"].shape == views["context"].shape
+
+
 def test_features_ignore_padding():
     torch.manual_seed(0)
     model = Wav2Vec2(Wav2Vec2Config.preset("tiny")).eval()

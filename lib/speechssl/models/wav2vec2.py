@@ -84,6 +84,7 @@ class Wav2Vec2Config:
     num_negatives: int = 100             # K
     logit_temp: float = 0.1              # kappa
     diversity_weight: float = 0.1        # alpha
+    quantize_targets: bool = True        # False: continuous targets (Table 4; fairseq quantize_targets)
     feature_pen_weight: float = 10.0     # fairseq loss_weights[1]
 
     def __post_init__(self) -> None:
@@ -228,10 +229,13 @@ class Wav2Vec2(nn.Module):
             attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
             layer_norm_first=cfg.layer_norm_first, layer_drop=cfg.layer_drop,
             pos_embedding=ConvPositionalEmbedding(cfg.embed_dim, cfg.conv_pos, cfg.conv_pos_groups))
+        # Table 4's "continuous targets" (fairseq quantize_targets=False): no quantizer, and project_q maps
+        # the encoder features themselves to the loss space; nothing is left for the diversity loss to spread
         self.quantizer = GumbelQuantizer(enc_dim, cfg.num_vars, cfg.groups, code_dim=cfg.final_dim,
                                          combine_groups=False, proj_depth=1, max_temp=cfg.max_temp,
-                                         min_temp=cfg.min_temp, temp_decay=cfg.temp_decay)
-        self.project_q = nn.Linear(cfg.final_dim, cfg.final_dim)
+                                         min_temp=cfg.min_temp, temp_decay=cfg.temp_decay) \
+            if cfg.quantize_targets else None
+        self.project_q = nn.Linear(cfg.final_dim if cfg.quantize_targets else enc_dim, cfg.final_dim)
         self.final_proj = nn.Linear(cfg.embed_dim, cfg.final_dim)
         self.reset_parameters()
 
@@ -344,9 +348,11 @@ class Wav2Vec2(nn.Module):
         ``codes`` ``(T', G)`` (the quantizer's argmax), ``context`` ``(T', F)`` (``final_proj(c)``) and
         ``target`` ``(T', F)`` (``project_q(q)``)."""
         out = self(audio[None].to(self.mask_emb.device))
+        views = {"context": self.final_proj(out.x[0]).cpu()}
+        if self.quantizer is None:
+            return {**views, "target": self.project_q(out.features[0]).cpu()}
         q = self.quantizer(out.features, out.lengths, deterministic=True)
-        return {"codes": q.codes[0].cpu(), "context": self.final_proj(out.x[0]).cpu(),
-                "target": self.project_q(q.x[0]).cpu()}
+        return {"codes": q.codes[0].cpu(), **views, "target": self.project_q(q.x[0]).cpu()}
 
     def compute_loss(self, batch: Mapping, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
         """Contrastive loss + ``alpha`` diversity + feature penalty, averaged over masked frames.
@@ -378,8 +384,8 @@ class Wav2Vec2(nn.Module):
         # codebook perplexity of the diversity loss is averaged over masked frames, as fairseq and Hugging Face
         # (``_compute_perplexity(probs, mask_time_indices)``) do.
         unmasked = self.dropout_features(out.features[m]).unsqueeze(0)       # (1, M, C_enc)
-        q = self.quantizer(unmasked, None, num_updates)
-        y = self.project_q(q.x[0])                                             # (M, F) quantized targets
+        q = self.quantizer(unmasked, None, num_updates) if self.quantizer is not None else None
+        y = self.project_q(q.x[0] if q is not None else unmasked[0])          # (M, F) targets
         c = self.final_proj(out.x[m])                                          # (M, F) context vectors
         neg_idx = sample_masked_negatives(m, cfg.num_negatives)                # (M, K)
         # index_select, not y[neg_idx]: its backward adds rows one index at a time, in a fixed order, where
@@ -394,10 +400,12 @@ class Wav2Vec2(nn.Module):
         target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
         contrastive = F.cross_entropy(logits, target)
         # [/eq contrastive]
-        # [eq diversity]
-        gv = cfg.groups * cfg.num_vars
-        diversity = (gv - q.prob_perplexity) / gv                              # fairseq's form of Eq. 4
-        # [/eq diversity]
+        diversity = torch.zeros((), device=logits.device)                     # continuous targets: no codebook
+        if q is not None:
+            # [eq diversity]
+            gv = cfg.groups * cfg.num_vars
+            diversity = (gv - q.prob_perplexity) / gv                              # fairseq's form of Eq. 4
+            # [/eq diversity]
         # [eq total]
         loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_pen_weight * out.features_pen
         # [/eq total]
@@ -405,7 +413,9 @@ class Wav2Vec2(nn.Module):
             acc = (logits[:, 0] > logits[:, 1:].max(-1).values).float().mean()
         num_masked = float(m.sum())
         metrics = {"contrastive_loss": contrastive.detach(), "diversity_loss": diversity.detach(),
-                   "features_pen": out.features_pen.detach(), "acc": acc, "code_ppl": q.code_perplexity.detach(),
-                   "prob_ppl": q.prob_perplexity.detach(), "temp": float(q.temperature), "num_masked": num_masked,
+                   "features_pen": out.features_pen.detach(), "acc": acc, "num_masked": num_masked,
                    "mask_frac": num_masked / float(out.lengths.sum())}
+        if q is not None:
+            metrics.update(code_ppl=q.code_perplexity.detach(), prob_ppl=q.prob_perplexity.detach(),
+                           temp=float(q.temperature))
         return loss, metrics
