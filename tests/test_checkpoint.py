@@ -23,6 +23,7 @@ from speechssl.checkpoint import (
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    to_primitive,
 )
 
 LIB = str(Path(__file__).resolve().parents[1] / "lib")
@@ -108,6 +109,22 @@ def test_other_model_config_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", make_state(5))
     with pytest.raises(CheckpointError, match=r"dim: checkpoint 4, current 8"):
         load_checkpoint(path, model_name="m", model_config={"dim": 8, "layers": (1, 2)})
+
+
+def test_a_field_added_later_reads_as_its_default(tmp_path):
+    """A checkpoint written before a configuration field existed still resumes when the field keeps its default
+    (wav2vec 2.0's quantize_targets), and is refused when the run asks for another value."""
+    import dataclasses
+
+    from speechssl.models.wav2vec2 import Wav2Vec2Config
+
+    cfg = Wav2Vec2Config.preset("tiny")
+    old = to_primitive(cfg)
+    del old["quantize_targets"]
+    path = save_checkpoint(tmp_path / "c.pt", {**make_state(5), "model_config": old})
+    load_checkpoint(path, model_name="m", model_config=cfg)
+    with pytest.raises(CheckpointError, match=r"quantize_targets: checkpoint .*, current False"):
+        load_checkpoint(path, model_name="m", model_config=dataclasses.replace(cfg, quantize_targets=False))
 
 
 @pytest.mark.parametrize(

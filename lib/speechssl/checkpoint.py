@@ -354,6 +354,11 @@ def check_model_config(state: Mapping[str, Any], model_config: Any, *, source: s
     ``model_config`` (a dataclass instance or a mapping); checkpoints without one pass."""
     current = to_primitive(model_config)
     saved = state["model_config"]
+    if isinstance(saved, Mapping) and dataclasses.is_dataclass(model_config):
+        # a field added to the configuration after the checkpoint was written reads as its default there
+        defaults = {f.name: to_primitive(f.default) for f in dataclasses.fields(model_config)
+                    if f.default is not dataclasses.MISSING}
+        saved = {**{k: defaults[k] for k in set(current) - set(saved) if k in defaults}, **saved}
     if saved is not None and current != saved:
         detail = (_describe_differences(saved, current) if isinstance(saved, Mapping) and isinstance(current, Mapping)
                   else f"checkpoint {saved!r}, current {current!r}")
@@ -386,15 +391,13 @@ def to_primitive(obj: Any) -> Any:
     return str(obj)
 
 
-def model_config_of(model: torch.nn.Module) -> Any:
+def model_config_of(model: torch.nn.Module, *, primitive: bool = True) -> Any:
     """The configuration a model exposes as ``model.config`` or ``model.cfg`` (a dataclass
-    instance or a mapping), as primitives; ``None`` when it has none."""
+    instance or a mapping), as primitives (or as it is, with ``primitive=False``); ``None`` when it has none."""
     for attr in ("config", "cfg"):
         config = getattr(model, attr, None)
-        if dataclasses.is_dataclass(config) and not isinstance(config, type):
-            return to_primitive(config)
-        if isinstance(config, Mapping):
-            return to_primitive(config)
+        if (dataclasses.is_dataclass(config) and not isinstance(config, type)) or isinstance(config, Mapping):
+            return to_primitive(config) if primitive else config
     return None
 
 

@@ -229,7 +229,7 @@ def _build_ctc(r: Recipe, *, vocab, pretrained: str | Path | None = None) -> Wav
     saved = state.get("model_config") or {}
     # the temperature schedule follows the pre-training run's length; every other field must be the scale's
     encoder = Wav2Vec2(dataclasses.replace(encoder_cfg, temp_decay=saved.get("temp_decay", encoder_cfg.temp_decay)))
-    check_model_config(state, model_config_of(encoder), source=str(pretrained), purpose=purpose)
+    check_model_config(state, model_config_of(encoder, primitive=False), source=str(pretrained), purpose=purpose)
     encoder.load_state_dict(state["model"])
     return Wav2Vec2CTC(encoder, vocab, r.model)
 

@@ -422,7 +422,8 @@ class Trainer:
         if error is not None:
             raise ConfigError(error)
         if resume_path is not None:
-            state = load_checkpoint(resume_path, model_name=self.model_name, model_config=model_config_of(self.model))
+            state = load_checkpoint(resume_path, model_name=self.model_name,
+                                    model_config=model_config_of(self.model, primitive=False))
             self.load_state_dict(state, source=str(resume_path))
             if self.dist.is_main:
                 self.checkpoints.remove_stale_temp_files()
