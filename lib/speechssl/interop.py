@@ -20,11 +20,13 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["PRETRAINING_ONLY", "from_fairseq", "from_huggingface", "from_torchaudio", "load_pretrained"]
+__all__ = ["PRETRAINING_ONLY", "from_fairseq", "from_huggingface", "from_torchaudio", "from_torchaudio_hubert",
+           "load_pretrained"]
 
-#: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` used only by the pre-training task;
-#: an encoder-only checkpoint (torchaudio, a fine-tuned model) does not have them.
-PRETRAINING_ONLY = ("mask_emb", "quantizer.", "project_q.", "final_proj.")
+#: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` and :class:`~speechssl.models.hubert.Hubert`
+#: used only by the pre-training task; an encoder-only checkpoint (torchaudio, a fine-tuned model) does not
+#: have them.
+PRETRAINING_ONLY = ("mask_emb", "quantizer.", "project_q.", "final_proj.", "label_embs")
 
 # (torchaudio pattern, our replacement); applied in order to every key
 _TORCHAUDIO = [
@@ -54,6 +56,24 @@ def from_torchaudio(state_dict: Mapping[str, torch.Tensor], extractor_mode: str)
         for pattern, repl in _TORCHAUDIO:
             new = re.sub(pattern, repl, new)
         out[new] = value
+    return out
+
+
+def from_torchaudio_hubert(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) -> dict[str, torch.Tensor]:
+    """Rename a ``torchaudio.models.HuBERTPretrainModel`` state dict (``hubert_pretrain_base`` ...) to the
+    names of :class:`~speechssl.models.hubert.Hubert`: the encoder ``wav2vec2.*`` as :func:`from_torchaudio`,
+    ``mask_generator.mask_embedding`` -> ``mask_emb``, ``logit_generator.final_proj`` -> ``final_proj``,
+    ``logit_generator.label_embeddings`` -> ``label_embs``."""
+    head = {"mask_generator.mask_embedding": "mask_emb", "logit_generator.label_embeddings": "label_embs"}
+    encoder, out = {}, {}
+    for key, value in state_dict.items():
+        if key in head:
+            out[head[key]] = value
+        elif key.startswith("logit_generator.final_proj."):
+            out[key.removeprefix("logit_generator.")] = value
+        else:
+            encoder[key.removeprefix("wav2vec2.")] = value
+    out.update(from_torchaudio(encoder, extractor_mode))
     return out
 
 
@@ -136,11 +156,12 @@ _HUGGINGFACE = [
 ]
 
 
-def from_huggingface(state_dict: Mapping[str, torch.Tensor], extractor_mode: str) -> dict[str, torch.Tensor]:
-    """Rename a ``transformers`` wav2vec 2.0 state dict to our names.
+def from_huggingface(state_dict: Mapping[str, torch.Tensor], extractor_mode: str, *, prefix: str = "wav2vec2."
+                     ) -> dict[str, torch.Tensor]:
+    """Rename a ``transformers`` wav2vec 2.0 or HuBERT state dict to our names.
 
-    Accepts ``Wav2Vec2Model`` (no prefix) and ``Wav2Vec2ForPreTraining`` / ``Wav2Vec2ForCTC``
-    (``wav2vec2.`` prefix). The encoder goes through the torchaudio names (:func:`from_torchaudio`;
+    Accepts ``Wav2Vec2Model`` / ``HubertModel`` (no prefix) and ``Wav2Vec2ForPreTraining`` /
+    ``Wav2Vec2ForCTC`` (``wav2vec2.`` prefix) or ``HubertForCTC`` (``prefix="hubert."``). The encoder goes through the torchaudio names (:func:`from_torchaudio`;
     ``extractor_mode`` is ``"group_norm"`` for ``feat_extract_norm="group"``, ``"layer_norm"``
     for ``"layer"``); the pre-training head maps directly: ``masked_spec_embed`` -> ``mask_emb``,
     ``quantizer.codevectors`` ``(1, G V, d)`` -> ``quantizer.codebook``, ``quantizer.weight_proj``
@@ -149,7 +170,7 @@ def from_huggingface(state_dict: Mapping[str, torch.Tensor], extractor_mode: str
     """
     head = [(r"^masked_spec_embed$", "mask_emb"), (r"^quantizer\.weight_proj\.", "quantizer.logits_proj."),
             (r"^project_hid\.", "final_proj."), (r"^(project_q\..*)$", r"\1")]
-    return _rename(state_dict, extractor_mode, prefix="wav2vec2.", codebook="quantizer.codevectors", head=head,
+    return _rename(state_dict, extractor_mode, prefix=prefix, codebook="quantizer.codevectors", head=head,
                    encoder_table=_HUGGINGFACE)
 
 

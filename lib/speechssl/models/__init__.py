@@ -8,13 +8,16 @@ utterance is too short for its loss. How each is trained at each scale is its re
 - :class:`Wav2Vec`: Schneider et al. 2019
 - :class:`VQWav2Vec` (Gumbel or k-means) and :class:`UnitBert`: Baevski, Schneider & Auli 2020
 - :class:`Wav2Vec2` and :class:`Wav2Vec2CTC`: Baevski, Zhou, Mohamed & Auli 2020
+- :class:`Hubert`: Hsu, Bolte, Tsai, Lakhotia, Salakhutdinov & Mohamed 2021 (the same masked encoder,
+  :class:`~speechssl.models.encoder.MaskedEncoder`, with another target)
 """
 
 from .ctc import CTCConfig, Wav2Vec2CTC
+from .hubert import Hubert, HubertConfig
 from .unit_bert import UnitBert, UnitBertConfig
 from .vq_wav2vec import VQWav2Vec, VQWav2VecConfig
 from .wav2vec import Wav2Vec, Wav2VecConfig
 from .wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
-__all__ = ["CTCConfig", "UnitBert", "UnitBertConfig", "VQWav2Vec", "VQWav2VecConfig", "Wav2Vec", "Wav2Vec2",
+__all__ = ["CTCConfig", "Hubert", "HubertConfig", "UnitBert", "UnitBertConfig", "VQWav2Vec", "VQWav2VecConfig", "Wav2Vec", "Wav2Vec2",
            "Wav2Vec2CTC", "Wav2Vec2Config", "Wav2VecConfig"]

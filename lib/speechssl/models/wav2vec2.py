@@ -1,6 +1,7 @@
 """wav2vec 2.0: self-supervised learning of speech representations (Baevski, Zhou, Mohamed & Auli 2020).
 
-The model, top-down (paper Sec. 2 and 3):
+The model, top-down (paper Sec. 2 and 3). Parts 1-4 and the feature penalty are the masked encoder
+that HuBERT reuses (:mod:`speechssl.models.encoder`); this module adds parts 5 and 6.
 
 1. **Feature encoder** ``f: X -> Z`` (Sec. 2): seven convolutions ``[(512, 10, 5)] + [(512, 3, 2)] * 4
    + [(512, 2, 2)] * 2`` with GELU, one frame every 320 samples (20 ms) seeing 400 samples (25 ms).
@@ -43,87 +44,42 @@ from torch import nn
 
 from ..errors import ConfigError, config_error
 from ..frames import WAV2VEC2_ENCODER
-from ..nn.conv import ConvFeatureEncoder, lengths_to_padding_mask
-from ..nn.masking import MaskSpec
 from ..nn.quantizers import GumbelQuantizer
-from ..nn.transformer import ConvPositionalEmbedding, TransformerEncoder, init_bert_params
+from .encoder import EncoderConfig, EncoderOutput, MaskedEncoder
 from .inputs import audio_from_batch, check_min_samples
 
 __all__ = ["Wav2Vec2", "Wav2Vec2Config", "Wav2Vec2Output", "WAV2VEC2_PRESETS", "sample_masked_negatives"]
 
-@dataclass
-class Wav2Vec2Config:
-    """Configuration of :class:`Wav2Vec2`; the defaults are BASE (``preset("base")``)."""
 
-    conv_layers: tuple[tuple[int, int, int], ...] = WAV2VEC2_ENCODER   # Sec. 2, (channels, kernel, stride)
-    extractor_mode: str = "group_norm"   # BASE: group norm in layer 1 only; LARGE: "layer_norm" everywhere
-    conv_bias: bool = False              # fairseq conv_bias (LARGE LibriVox: True)
-    embed_dim: int = 768                 # Transformer width
-    num_layers: int = 12
-    num_heads: int = 12                  # released BASE checkpoints (the paper's text says 8)
-    ffn_dim: int = 3072
-    layer_norm_first: bool = False       # post-LN (BASE) or pre-LN (LARGE)
-    conv_pos: int = 128                  # positional convolution: kernel 128 ...
-    conv_pos_groups: int = 16            # ... 16 groups
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.0
-    dropout_input: float = 0.1           # on the projected features
+@dataclass
+class Wav2Vec2Config(EncoderConfig):
+    """Configuration of :class:`Wav2Vec2`: the shared encoder's (:class:`~speechssl.models.encoder.EncoderConfig`)
+    and the quantizer's and contrastive task's; the defaults are BASE (``preset("base")``)."""
+
     dropout_features: float = 0.1        # on the unmasked features that feed the quantizer
-    layer_drop: float = 0.05
-    feature_grad_mult: float = 0.1
-    final_dim: int = 256                 # dimension of c_t and q_t in the loss
     num_vars: int = 320                  # V
     groups: int = 2                      # G
     max_temp: float = 2.0                # latent_temp = (2, 0.5, 0.999995)
     min_temp: float = 0.5
     temp_decay: float = 0.999995
-    mask_prob: float = 0.65              # fairseq mask_prob = p * M: p = 0.065 of frames start a span
-    mask_length: int = 10                # M
-    mask_min_spans: int = 2              # fairseq apply_mask(min_masks=2)
     num_negatives: int = 100             # K
-    logit_temp: float = 0.1              # kappa
     diversity_weight: float = 0.1        # alpha
     quantize_targets: bool = True        # False: continuous targets (Table 4; fairseq quantize_targets)
-    feature_pen_weight: float = 10.0     # fairseq loss_weights[1]
-
-    def __post_init__(self) -> None:
-        self.conv_layers = tuple(tuple(int(v) for v in layer) for layer in self.conv_layers)
-        self.validate()
 
     def validate(self) -> None:
+        super().validate()
         owner = type(self).__name__
-        if self.extractor_mode not in ("group_norm", "layer_norm"):
-            raise config_error(owner, "extractor_mode", "'group_norm' (BASE) or 'layer_norm' (LARGE)",
-                               self.extractor_mode)
-        for name in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "conv_pos", "conv_pos_groups", "final_dim",
-                     "num_vars", "groups", "mask_length", "num_negatives"):
+        for name in ("num_vars", "groups", "num_negatives"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise config_error(owner, name, "an integer >= 1", v)
-        if self.embed_dim % self.num_heads:
-            raise config_error(owner, "num_heads", f"a divisor of embed_dim={self.embed_dim}", self.num_heads)
         if self.final_dim % self.groups:
             raise config_error(owner, "groups", f"a divisor of final_dim={self.final_dim}", self.groups)
-        if not 0.0 < self.mask_prob < self.mask_length:
-            raise config_error(owner, "mask_prob", f"in (0, mask_length={self.mask_length}) "
-                               f"(p * M with p the share of span starts)", self.mask_prob)
-        for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "dropout_features",
-                     "layer_drop"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise config_error(owner, name, "a probability in [0, 1)", v)
+        if not 0.0 <= self.dropout_features < 1.0:
+            raise config_error(owner, "dropout_features", "a probability in [0, 1)", self.dropout_features)
         if not (self.max_temp >= self.min_temp > 0 and 0 < self.temp_decay <= 1):
             raise config_error(owner, "max_temp/min_temp/temp_decay", "max_temp >= min_temp > 0, decay in (0, 1]",
                                (self.max_temp, self.min_temp, self.temp_decay))
-        if self.logit_temp <= 0 or self.feature_grad_mult < 0:
-            raise config_error(owner, "logit_temp/feature_grad_mult", "logit_temp > 0, feature_grad_mult >= 0",
-                               (self.logit_temp, self.feature_grad_mult))
-
-    @property
-    def time_mask(self) -> MaskSpec:
-        """The span masking of pre-training (Sec. 3.1): ``p = mask_prob / M`` (0.065), at least two spans."""
-        return MaskSpec.fairseq(self.mask_prob, self.mask_length, self.mask_min_spans)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "Wav2Vec2Config":
@@ -157,19 +113,6 @@ WAV2VEC2_PRESETS: dict[str, Wav2Vec2Config] = {
 }
 
 
-class _GradMultiply(torch.autograd.Function):
-    """Identity forward, gradient times ``scale`` backward (fairseq ``GradMultiply``)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: D401
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad * ctx.scale, None
-
-
 def sample_masked_negatives(mask: torch.Tensor, num_negatives: int, *,
                             generator: torch.Generator | None = None) -> torch.Tensor:
     """For every masked frame, ``num_negatives`` other masked frames of the same utterance.
@@ -194,41 +137,18 @@ def sample_masked_negatives(mask: torch.Tensor, num_negatives: int, *,
     return idx + offsets[utt][:, None]
 
 
-@dataclass
-class Wav2Vec2Output:
-    """``x`` ``(B, T, C)`` Transformer output, ``features`` ``(B, T, C_enc)`` normalised encoder output
-    (before projection), ``lengths`` ``(B,)`` frames, ``mask`` ``(B, T)`` masked frames or ``None``,
-    ``hidden_states`` (when asked) the input of the first layer and every layer's output."""
-
-    x: torch.Tensor
-    features: torch.Tensor
-    lengths: torch.Tensor
-    mask: torch.Tensor | None = None
-    hidden_states: list[torch.Tensor] | None = None
-    features_pen: torch.Tensor | None = None
+#: The encoder output of :class:`Wav2Vec2` (the shared encoder's).
+Wav2Vec2Output = EncoderOutput
 
 
-class Wav2Vec2(nn.Module):
-    """wav2vec 2.0: feature encoder, masking, Transformer, product quantizer and the contrastive task."""
+class Wav2Vec2(MaskedEncoder):
+    """wav2vec 2.0: the shared masked encoder, a product quantizer and the contrastive task."""
 
     def __init__(self, cfg: Wav2Vec2Config | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg = cfg if cfg is not None else Wav2Vec2Config()
-        cfg.validate()
-        self.feature_encoder = ConvFeatureEncoder(
-            cfg.conv_layers, norm="group_first" if cfg.extractor_mode == "group_norm" else "layer",
-            activation="gelu", bias=cfg.conv_bias)
+        cfg = cfg if cfg is not None else Wav2Vec2Config()
+        super().__init__(cfg)
         enc_dim = self.feature_encoder.out_channels
-        self.layer_norm = nn.LayerNorm(enc_dim)                       # fairseq layer_norm (features)
-        self.post_extract_proj = nn.Linear(enc_dim, cfg.embed_dim)
-        self.dropout_input = nn.Dropout(cfg.dropout_input)
         self.dropout_features = nn.Dropout(cfg.dropout_features)
-        self.mask_emb = nn.Parameter(torch.empty(cfg.embed_dim).uniform_())   # fairseq: uniform [0, 1)
-        self.encoder = TransformerEncoder(
-            cfg.embed_dim, cfg.num_layers, cfg.num_heads, cfg.ffn_dim, dropout=cfg.dropout,
-            attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-            layer_norm_first=cfg.layer_norm_first, layer_drop=cfg.layer_drop,
-            pos_embedding=ConvPositionalEmbedding(cfg.embed_dim, cfg.conv_pos, cfg.conv_pos_groups))
         # Table 4's "continuous targets" (fairseq quantize_targets=False): no quantizer, and project_q maps
         # the encoder features themselves to the loss space; nothing is left for the diversity loss to spread
         self.quantizer = GumbelQuantizer(enc_dim, cfg.num_vars, cfg.groups, code_dim=cfg.final_dim,
@@ -239,33 +159,7 @@ class Wav2Vec2(nn.Module):
         self.final_proj = nn.Linear(cfg.embed_dim, cfg.final_dim)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """fairseq's initialisation (``wav2vec2.py``), which PyTorch's defaults do not match.
-
-        - feature encoder convolutions: ``kaiming_normal_`` (``ConvFeatureExtractionModel``). With
-          PyTorch's default (uniform, gain ``1/sqrt(3)``) each unnormalised layer shrinks the signal,
-          and the BASE/tiny encoder output starts near 1e-3: the feature layer norm then sees mostly
-          its ``eps`` and pre-training stalls at chance;
-        - Transformer linear layers: ``N(0, 0.02)``, zero bias (``TransformerEncoder`` applies
-          ``init_bert_params``); the positional convolution keeps its own init;
-        - ``post_extract_proj``, ``project_q``, ``final_proj`` keep PyTorch's default, the quantizer
-          and ``mask_emb`` their fairseq init (set where they are built).
-        """
-        for block in self.feature_encoder.blocks:
-            nn.init.kaiming_normal_(block.conv.weight)
-        self.encoder.layers.apply(init_bert_params)
-
     # -- facts ------------------------------------------------------------------------------------
-    @property
-    def receptive_field(self) -> int:
-        """Samples seen by one frame (400 for the paper's encoder)."""
-        return self.feature_encoder.receptive_field
-
-    @property
-    def hop(self) -> int:
-        """Samples between frames (320, 20 ms)."""
-        return self.feature_encoder.hop
-
     @property
     def min_input_samples(self) -> int:
         """Shortest usable training utterance: ``K + 1`` frames, so that a masked frame can find
@@ -277,71 +171,6 @@ class Wav2Vec2(nn.Module):
     def chance_loss(self) -> float:
         """``log(K + 1)``: InfoNCE of a model that scores every candidate alike (log 101 = 4.615)."""
         return float(torch.log(torch.tensor(self.cfg.num_negatives + 1.0)))
-
-    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return self.feature_encoder.output_lengths(lengths)
-
-    # -- forward ----------------------------------------------------------------------------------
-    def encode(self, audio: torch.Tensor, lengths: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feature encoder and its layer norm: ``(features (B, T, C_enc), lengths (B,), penalty)``."""
-        if lengths is None:
-            lengths = torch.full((audio.shape[0],), audio.shape[-1], dtype=torch.int64, device=audio.device)
-        z, frames = self.feature_encoder(audio, lengths)                       # (B, C, T)
-        if self.training and self.cfg.feature_grad_mult != 1.0:
-            z = _GradMultiply.apply(z, self.cfg.feature_grad_mult)
-        valid = ~lengths_to_padding_mask(frames, z.shape[-1])                   # (B, T)
-        # [eq feature-penalty]
-        pen = (z.float().pow(2).mean(1)[valid]).mean()                          # mean squared output
-        # [/eq feature-penalty]
-        return self.layer_norm(z.transpose(1, 2)), frames, pen
-
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None, *, mask: torch.Tensor | bool = False,
-                channel_mask: torch.Tensor | None = None, return_hidden_states: bool = False,
-                num_layers: int | None = None) -> Wav2Vec2Output:
-        """``audio`` ``(B, T)`` -> :class:`Wav2Vec2Output`.
-
-        ``mask``: ``False`` (no masking, for features), ``True`` (draw spans as in pre-training)
-        or a ``(B, T')`` bool tensor of frames to mask. ``channel_mask``: optional ``(B, D)`` bool,
-        channels of the projected features set to zero in every frame (fine-tuning's SpecAugment,
-        fairseq ``mask_channel_*``).
-        """
-        feats, frames, pen = self.encode(audio, lengths)
-        padding = lengths_to_padding_mask(frames, feats.shape[1])
-        x = self.dropout_input(self.post_extract_proj(feats))                 # (B, T, D)
-        x, m = self.apply_mask(x, frames, mask)
-        if channel_mask is not None:
-            x = x.masked_fill(channel_mask.unsqueeze(1), 0.0)
-        out = self.encoder(x, padding if bool(padding.any()) else None, return_hidden_states=return_hidden_states,
-                           num_layers=num_layers)
-        return Wav2Vec2Output(x=out.x, features=feats, lengths=frames, mask=m, hidden_states=out.hidden_states,
-                              features_pen=pen)
-
-    def apply_mask(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | bool | MaskSpec = True
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Replace masked frames of ``x`` ``(B, T, D)`` by ``mask_emb`` (Sec. 3.1): ``(x, mask or None)``.
-
-        ``mask``: ``True`` draws spans with :attr:`Wav2Vec2Config.time_mask` (pre-training), a
-        :class:`~speechssl.nn.masking.MaskSpec` draws spans with that spec (fine-tuning's
-        SpecAugment), ``False`` masks nothing, a ``(B, T)`` bool tensor names the frames (padding is
-        never masked).
-        """
-        if mask is False:
-            return x, None
-        if mask is True:
-            mask = self.cfg.time_mask
-        if isinstance(mask, MaskSpec):
-            m = mask.sample(lengths, x.shape[1])
-        else:
-            m = mask.to(torch.bool) & ~lengths_to_padding_mask(lengths, x.shape[1])
-        return torch.where(m.unsqueeze(-1), self.mask_emb.to(x.dtype), x), m
-
-    @torch.no_grad()
-    def extract_features(self, audio: torch.Tensor, lengths: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen features for downstream use: the Transformer output ``((B, T', D), (B,))``, unmasked."""
-        out = self(audio, lengths)
-        return out.x, out.lengths
 
     def frame_views(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the loss compares, for every frame of one unmasked utterance ``(T,)`` (for analysis):
