@@ -134,7 +134,7 @@ def test_tiny_loss_contract():
     # near ln K at initialisation; spans of 3 frames started at p = 0.8 / 3 mask about 61% of the frames
     assert abs(float(metrics["loss_m"]) - math.log(100)) < 0.5 and model.chance_loss == pytest.approx(math.log(100))
     assert abs(metrics["mask_frac"] - model.cfg.time_mask.expected_fraction) < 0.15
-    assert float(loss) == pytest.approx(float(metrics["loss_m"]), rel=1e-5)   # alpha = 1, no feature penalty at tiny
+    assert float(loss.detach()) == pytest.approx(float(metrics["loss_m"]), rel=1e-5)   # alpha = 1, no feature penalty at tiny
     assert model.label_embs.grad is not None and model.feature_encoder.blocks[0].conv.weight.grad is not None
     assert set(metrics) >= {"loss_m", "loss_u", "acc_m", "acc_u", "features_pen", "num_masked", "mask_frac"}
 
