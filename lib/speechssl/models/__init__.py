@@ -19,5 +19,5 @@ from .vq_wav2vec import VQWav2Vec, VQWav2VecConfig
 from .wav2vec import Wav2Vec, Wav2VecConfig
 from .wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
-__all__ = ["CTCConfig", "Hubert", "HubertConfig", "UnitBert", "UnitBertConfig", "VQWav2Vec", "VQWav2VecConfig", "Wav2Vec", "Wav2Vec2",
-           "Wav2Vec2CTC", "Wav2Vec2Config", "Wav2VecConfig"]
+__all__ = ["CTCConfig", "Hubert", "HubertConfig", "UnitBert", "UnitBertConfig", "VQWav2Vec", "VQWav2VecConfig", "Wav2Vec",
+           "Wav2Vec2", "Wav2Vec2CTC", "Wav2Vec2Config", "Wav2VecConfig"]

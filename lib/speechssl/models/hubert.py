@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.dataset import IGNORE_INDEX
 from ..errors import ConfigError, config_error
 from ..frames import MFCC_FRAMES, MODEL_FRAMES, FrameGrid, labels_on_grid
 from .encoder import EncoderConfig, EncoderOutput, MaskedEncoder
@@ -51,10 +52,6 @@ from .inputs import audio_from_batch, check_min_samples
 from .wav2vec2 import WAV2VEC2_PRESETS
 
 __all__ = ["HUBERT_PRESETS", "Hubert", "HubertConfig"]
-
-#: Padding of frame labels in a batch (``F.cross_entropy``'s ``ignore_index``).
-IGNORE = -100
-
 
 @dataclass
 class HubertConfig(EncoderConfig):
@@ -164,7 +161,7 @@ class Hubert(MaskedEncoder):
         for i, (y, k) in enumerate(zip(labels, self.cfg.num_classes)):
             if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
                 raise ConfigError(f"{owner}: labels of set {i}: expected integer cluster ids, found {y.dtype}")
-            valid = y[y != IGNORE]
+            valid = y[y != IGNORE_INDEX]
             if len(valid) and (int(valid.min()) < 0 or int(valid.max()) >= k):
                 raise ConfigError(f"{owner}: labels of set {i}: expected cluster ids in [0, {k}) (num_classes), "
                                   f"found ids from {int(valid.min())} to {int(valid.max())}")
@@ -181,11 +178,6 @@ class Hubert(MaskedEncoder):
         return [F.cosine_similarity(p.float().unsqueeze(1), e.float().unsqueeze(0), dim=-1) / cfg.logit_temp
                 for p, e in zip(blocks, embs)]
         # [/eq hubert-logits]
-
-    def units(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The unit the model predicts for every frame, unmasked: one ``(B, T')`` tensor per label set."""
-        out = self(audio, lengths)
-        return [lg.argmax(-1).view(out.x.shape[:2]) for lg in self.logits(out.x.flatten(0, 1))]
 
     # -- the loss ---------------------------------------------------------------------------------
     def compute_loss(self, batch: Mapping, num_updates: int = 0) -> tuple[torch.Tensor, dict]:
@@ -215,9 +207,9 @@ class Hubert(MaskedEncoder):
     def pretraining_loss(self, out: EncoderOutput, targets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """The loss of :meth:`compute_loss` from a masked forward pass and the targets at its frames."""
         cfg = self.cfg
-        labelled = targets[0] != IGNORE
+        labelled = targets[0] != IGNORE_INDEX
         for y in targets[1:]:
-            labelled = labelled & (y != IGNORE)
+            labelled = labelled & (y != IGNORE_INDEX)
         m = out.mask & labelled                                                # masked frames with a label
         u = ~out.mask & labelled                                               # unmasked frames with a label
         num_m, num_u = int(m.sum()), int(u.sum())
