@@ -33,6 +33,16 @@ def main(model: str, corpus: str, out: str, steps: int) -> None:
         seed_everything(r.train.seed)
         model = r.build(vocab=PHONE_VOCAB)
         run = start_run(r, [], corpus, model=model, collate=collate_ctc, dataset=transcribed(model, utts, corpus, "phones"))
+    elif model == "hubert":   # random units at 50 Hz stand in for a teacher's
+        import numpy as np
+
+        from speechssl.engine import make_train_dataset
+        from speechssl.frames import MODEL_FRAMES
+
+        rng = np.random.default_rng(0)
+        labels = {u.id: rng.integers(0, 100, MODEL_FRAMES.num_frames(u.num_samples)) for u in utts}
+        run = start_run(r, utts, corpus, dataset=make_train_dataset(r.train, utts, corpus, frame_labels=labels,
+                                                                   frames=MODEL_FRAMES))
     else:
         run = start_run(r, utts, corpus)
     history = run.fit()

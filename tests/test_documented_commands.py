@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from speechssl import finetune, train
+from speechssl import finetune, hubert, train
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = re.compile(r"-m (speechssl\.(?:train|finetune))\b([^`\n#]*)")
+COMMAND = re.compile(r"-m (speechssl\.(?:train|finetune|hubert))\b([^`\n#]*)")
 PLACEHOLDERS = {"MODEL": "wav2vec2"}   # README: "python -m speechssl.train MODEL --scale tiny"
-PARSERS = {"speechssl.train": train.build_arg_parser, "speechssl.finetune": finetune.build_arg_parser}
+PARSERS = {"speechssl.train": train.build_arg_parser, "speechssl.finetune": finetune.build_arg_parser,
+           "speechssl.hubert": hubert.build_arg_parser}
 
 
 def documented_commands() -> list[tuple[str, str, str]]:

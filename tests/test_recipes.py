@@ -64,7 +64,7 @@ def changed(value):
     return None
 
 
-@pytest.mark.parametrize("name", ["wav2vec", "vq_wav2vec", "wav2vec2", "unit_bert", "wav2vec2_ctc_scratch"])
+@pytest.mark.parametrize("name", ["wav2vec", "vq_wav2vec", "wav2vec2", "hubert", "unit_bert", "wav2vec2_ctc_scratch"])
 def test_an_override_of_any_field_is_in_the_built_model(name):
     base = recipe(name, "tiny", **EXTRA.get(name, {}))
     tried = applied = 0

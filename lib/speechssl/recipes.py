@@ -33,6 +33,7 @@ from . import paths
 from .engine.config import TrainConfig
 from .errors import ConfigError
 from .models.ctc import CTCConfig, Wav2Vec2CTC
+from .models.hubert import Hubert, HubertConfig
 from .models.unit_bert import UnitBert, UnitBertConfig
 from .models.vq_wav2vec import VQWav2Vec, VQWav2VecConfig
 from .models.wav2vec import Wav2Vec, Wav2VecConfig
@@ -248,6 +249,20 @@ def _ctc_train(mode: str) -> dict[str, dict]:
     return {s: {**t, "lr": t["lr"] * factor(s)} for s, t in _CTC_TRAIN.items()}
 
 
+# HuBERT ---------------------------------------------------------------------------------------------
+
+#: HuBERT trains as wav2vec 2.0 does (Sec. IV-C: Adam, lr 5e-4 for BASE, warm-up over 8% of the updates,
+#: linear decay), with the gradient norm clipped at 10 (hubert_base_librispeech.yaml ``clip_norm``). The
+#: first iteration's 250k updates are the ``full`` entry; :mod:`speechssl.hubert` sets each iteration's.
+_HUBERT_TRAIN = {
+    # 1.4M samples per GPU on 32 GPUs (Sec. IV-C: 87.5 s per GPU); crops of at most 250k samples
+    "full": {**_WAV2VEC2_TRAIN["full"], "max_steps": 250_000, "grad_clip": 10.0},
+    "reduced": {**_WAV2VEC2_TRAIN["reduced"], "grad_clip": 10.0},
+    # 2 CPU cores: chapter 3's budget (600 updates of 4 crops of 3 s) and peak rate
+    "tiny": {**_WAV2VEC2_TRAIN["tiny"], "grad_clip": 10.0},
+}
+
+
 # unit BERT -----------------------------------------------------------------------------------------
 
 #: A "sample" is one unit token: ``max_batch_samples`` is the token budget of a batch (fairseq ``--max-tokens``)
@@ -280,6 +295,8 @@ RECIPES: dict[str, _Spec] = {
                                _VQ_WAV2VEC_TRAIN, _derive_vq, lambda r: VQWav2Vec(r.model)),
     "wav2vec2": _Spec(lambda s: Wav2Vec2Config.preset(_W2V2_PRESET[s]), _WAV2VEC2_TRAIN, _derive_wav2vec2,
                       lambda r: Wav2Vec2(r.model)),
+    "hubert": _Spec(lambda s: HubertConfig.preset(_W2V2_PRESET[s]), _HUBERT_TRAIN, lambda m, t, b, o: m,
+                    lambda r: Hubert(r.model)),
     "unit_bert": _Spec(lambda s: UnitBertConfig.preset(_BERT_PRESET[s], vocab_size=4), _UNIT_BERT_TRAIN,
                        _derive_warmup, lambda r: UnitBert(r.model), required=("vocab_size",)),
     **{f"wav2vec2_ctc_{m}": _Spec(_ctc_model(m), _ctc_train(m), _derive_ctc, _build_ctc) for m in CTC_MODES},
