@@ -59,6 +59,10 @@ class Chapter:
         r = self.recipe(r) if isinstance(r, str) else r
         utts = self.utterances(split) if utterances is None and dataset is None else (utterances or [])
         run = start_run(r, utts, self.root, model=model, dataset=dataset, collate=collate, what=split, **build_kwargs)
+        return self.fit(run, reuse=reuse, stop_at=stop_at, resume=resume)
+
+    def fit(self, run: Run, *, reuse: bool = False, stop_at: int | None = None, resume: bool = False) -> Run:
+        """Train a :class:`~speechssl.run.Run` built elsewhere (e.g. a HuBERT iteration's) as :meth:`train` does."""
         if self.scale == "full" or resume:
             run.fit(resume=True, stop_at=stop_at)
         elif reuse:

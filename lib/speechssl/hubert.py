@@ -46,12 +46,14 @@ from .engine import drop_short_utterances, make_train_dataset, seed_everything
 from .errors import ConfigError
 from .features import mfcc
 from .frames import MFCC_FRAMES, MODEL_FRAMES, FrameGrid
+from .metrics import UnitQuality, unit_quality
 from .models.hubert import Hubert, HubertConfig
 from .recipes import Recipe, recipe
 from .run import Run, start_run
 from .units import LabelError, UnitLabels, fingerprint
 
-__all__ = ["ITERATIONS", "Iteration", "IterationPlan", "layer_featurizer", "load_hubert", "main", "teacher_frames"]
+__all__ = ["ITERATIONS", "Iteration", "IterationPlan", "TeacherQuality", "cluster_quality", "layer_featurizer",
+           "load_hubert", "main", "teacher_frames"]
 
 
 @dataclass(frozen=True)
@@ -88,25 +90,34 @@ def load_hubert(path: str | os.PathLike) -> Hubert:
     return model.eval()
 
 
-def layer_featurizer(model: Hubert, layer: int, device: torch.device | str | None = None
-                     ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``waveform (T,) -> (T', D)``: the output of Transformer layer ``layer`` (0: its input, the projected
-    features; fairseq's ``output_layer`` counts from 1 the same way), unmasked, in eval mode."""
+def _check_layer(model: Hubert, layer: object) -> None:
     n = model.cfg.num_layers
     if not (isinstance(layer, int) and 0 <= layer <= n):
         raise ConfigError(f"--layer: expected a Transformer layer from 0 to {n} (the model has {n} layers), "
                           f"found {layer!r}")
+
+
+def layer_featurizer(model: Hubert, layer: int | Sequence[int], device: torch.device | str | None = None
+                     ) -> Callable[[torch.Tensor], torch.Tensor | dict[int, torch.Tensor]]:
+    """``waveform (T,) -> (T', D)``: the output of Transformer layer ``layer`` (0: the input of the first layer,
+    the projected features after the positional convolution; fairseq's ``output_layer`` counts from 1 the
+    same way), unmasked, in eval mode. With a list of
+    layers, one pass gives ``{layer: (T', D)}``."""
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    for i in layers:
+        _check_layer(model, i)
     device = device or next(model.parameters()).device
 
     @torch.no_grad()
-    def featurize(wav: torch.Tensor) -> torch.Tensor:
+    def featurize(wav: torch.Tensor):
         was_training = model.training
         model.eval()
         try:
-            out = model(wav[None].to(device), return_hidden_states=True, num_layers=max(layer, 1))
+            out = model(wav[None].to(device), return_hidden_states=True, num_layers=max(max(layers), 1))
         finally:
             model.train(was_training)
-        return out.hidden_states[layer][0].float().cpu()
+        found = {i: out.hidden_states[i][0].float().cpu() for i in layers}
+        return found[layer] if isinstance(layer, int) else found
 
     return featurize
 
@@ -116,6 +127,31 @@ def teacher_frames(featurize: Callable[[torch.Tensor], torch.Tensor], utterances
     """The teacher's frames of every utterance, one ``(F, D)`` tensor each."""
     with torch.no_grad():
         return [featurize(load_audio(Path(root) / u.path)) for u in utterances]
+
+
+@dataclass(frozen=True)
+class TeacherQuality:
+    """How phone-like the k-means units of one kind of frames are: on the frames k-means was fitted on
+    (``fit``, which chooses a layer without looking at held-out speakers) and on held-out ones (``eval``)."""
+
+    name: object
+    fit: UnitQuality
+    eval: UnitQuality
+    kmeans: KMeans
+
+
+def cluster_quality(fit_frames: dict, fit_phones: torch.Tensor, eval_frames: dict, eval_phones: torch.Tensor, *,
+                    num_classes: int, num_phones: int, n_init: int = 3, seed: int = 0) -> list[TeacherQuality]:
+    """k-means with ``num_classes`` units on each kind of frames in ``fit_frames`` (``{name: (N, D)}``, e.g.
+    MFCC and every layer of a model, from :func:`~speechssl.probe.collect_frames`), and the phone purity,
+    cluster purity and PNMI of its units (fairseq ``measure_teacher_quality.py``) on both frame sets."""
+    out = []
+    for name, x in fit_frames.items():
+        km = KMeans(num_classes, n_init=n_init, seed=seed, progress=False).fit(x.float())
+        out.append(TeacherQuality(
+            name, unit_quality(np.asarray(fit_phones), km.predict(x.float()), num_phones, num_classes),
+            unit_quality(np.asarray(eval_phones), km.predict(eval_frames[name].float()), num_phones, num_classes), km))
+    return out
 
 
 def _weights_fingerprint(model: torch.nn.Module) -> str:
