@@ -153,3 +153,22 @@ def test_the_command_names_a_bad_layer_without_a_traceback(tmp_path):
     proc = run_cli("--scale", "tiny", "--iteration", "2", "--teacher", str(tmp_path / "none"), "--out",
                    str(tmp_path / "b"), cwd=tmp_path)
     assert proc.returncode == 1 and "no checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_iterations_run_the_scale_plans_and_reuse_finished_runs(corpus, tmp_path, monkeypatch):
+    from speechssl import hubert
+    from speechssl.hubert import IterationPlan, iterations
+
+    root, utts = corpus
+    monkeypatch.setenv("SPEECHSSL_RUNS", str(tmp_path))
+    monkeypatch.setitem(hubert.ITERATIONS, "tiny", {1: IterationPlan(None, 6, 1.0, 2), 2: IterationPlan(1, 5, 0.5, 2)})
+    runs = iterations("tiny", utts, root)
+    assert [r.trainer.step for r in runs.values()] == [2, 2]
+    assert (runs[1].model.cfg.label_rate, runs[2].model.cfg.label_rate) == (100, 50)
+    assert (runs[1].model.cfg.num_classes, runs[2].model.cfg.num_classes) == ((6,), (5,))
+    stamp = (tmp_path / "hubert-tiny" / "iter2" / "labels.npz").stat().st_mtime_ns
+    again = iterations("tiny", utts, root)                     # everything is there: nothing is made or trained again
+    assert (tmp_path / "hubert-tiny" / "iter2" / "labels.npz").stat().st_mtime_ns == stamp
+    assert len(again[2].history) == len(runs[2].history)
+    for a, b in zip(runs[2].model.state_dict().values(), again[2].model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -52,8 +52,8 @@ from .recipes import Recipe, recipe
 from .run import Run, start_run
 from .units import LabelError, UnitLabels, fingerprint
 
-__all__ = ["ITERATIONS", "Iteration", "IterationPlan", "TeacherQuality", "cluster_quality", "layer_featurizer",
-           "load_hubert", "main", "teacher_frames"]
+__all__ = ["ITERATIONS", "Iteration", "IterationPlan", "TeacherQuality", "cluster_quality", "iterations",
+           "layer_featurizer", "load_hubert", "main", "teacher_frames"]
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,23 @@ class Iteration:
                              f"{state.get('key')}, expected {key}); pass --overwrite to make every stage again, or "
                              f"use another --out")
         return state
+
+
+def iterations(scale: str, utterances: Sequence, root: str | os.PathLike, *, upto: int = 2, seed: int = 0,
+               fit: Callable[[Run], Run] | None = None) -> dict[int, Run]:
+    """HuBERT's iterations 1 to ``upto`` with the scale's defaults (:data:`ITERATIONS`), in
+    ``runs/hubert-<scale>/iter<N>``: each cached stage and finished run is reused, a missing one made.
+    ``fit`` trains a run (default: continue it if there is one)."""
+    fit = fit or (lambda run: (run.fit(resume="auto"), run)[1])
+    plans, runs, teacher = ITERATIONS[scale], {}, None
+    for n in range(1, upto + 1):
+        plan = plans.get(n, plans[max(plans)])
+        it = Iteration(paths.runs_dir() / f"hubert-{scale}" / f"iter{n}", utterances, root, teacher=teacher,
+                       layer=None if teacher is None else plan.layer, num_classes=plan.num_classes, share=plan.share,
+                       seed=seed)
+        runs[n] = fit(it.start(it.recipe(scale, max_steps=plan.max_steps)))
+        teacher = runs[n].model
+    return runs
 
 
 # -- the command --------------------------------------------------------------------------------------

@@ -38,12 +38,17 @@ def every_other_frame(featurize: Callable[[torch.Tensor], torch.Tensor]) -> Call
 
 
 def representations(mfcc: Callable, wav2vec: torch.nn.Module, vq_wav2vec: torch.nn.Module,
-                    wav2vec2: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """Frame features at 50 Hz: MFCC, wav2vec's ``c``, vq-wav2vec's ``c`` and wav2vec 2.0's Transformer output."""
-    return {"MFCC + Δ + ΔΔ (chapter 0)": every_other_frame(mfcc),
+                    wav2vec2: torch.nn.Module, hubert: torch.nn.Module | None = None
+                    ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Frame features at 50 Hz: MFCC, wav2vec's ``c``, vq-wav2vec's ``c``, wav2vec 2.0's Transformer output and,
+    when given, HuBERT's (chapter 5's second iteration)."""
+    reps = {"MFCC + Δ + ΔΔ (chapter 0)": every_other_frame(mfcc),
             "wav2vec context c (chapter 1)": every_other_frame(features_of(wav2vec, "context")),
             "vq-wav2vec context c (chapter 2)": every_other_frame(features_of(vq_wav2vec, "context")),
             "wav2vec 2.0 Transformer output (chapter 3)": features_of(wav2vec2)}
+    if hubert is not None:
+        reps["HuBERT iteration 2 Transformer output (chapter 5)"] = features_of(hubert)
+    return reps
 
 
 @dataclass(frozen=True)
