@@ -72,7 +72,8 @@ class IterationPlan:
 #: (``simple_kmeans`` README) and 400k updates. ``tiny``: K = 100 in both (24 minutes of audio give
 #: about 140 frames per cluster at K = 500), all of the audio, the recipe's 600 updates, and layer 0 (the
 #: Transformer's input), which clustered best on the pre-training split in chapter 5's layer sweep (k-means
-#: PNMI 0.36 against 0.35 to 0.30 for layers 1 to 4); ``reduced``: the middle of its 6 layers.
+#: PNMI 0.375 against 0.360 to 0.318 for layers 1 to 4); ``reduced``: the middle of its 6 layers and half of
+#: the utterances, as the paper's layer 6 of 12 (not yet measured at that scale).
 ITERATIONS: dict[str, dict[int, IterationPlan]] = {
     "full": {1: IterationPlan(None, 100, 1.0, 250_000), 2: IterationPlan(6, 500, 0.1, 400_000)},
     "reduced": {1: IterationPlan(None, 100, 1.0, 40_000), 2: IterationPlan(3, 500, 0.5, 40_000)},
@@ -101,8 +102,7 @@ def layer_featurizer(model: Hubert, layer: int | Sequence[int], device: torch.de
                      ) -> Callable[[torch.Tensor], torch.Tensor | dict[int, torch.Tensor]]:
     """``waveform (T,) -> (T', D)``: the output of Transformer layer ``layer`` (0: the input of the first layer,
     the projected features after the positional convolution; fairseq's ``output_layer`` counts from 1 the
-    same way), unmasked, in eval mode. With a list of
-    layers, one pass gives ``{layer: (T', D)}``."""
+    same way), unmasked, in eval mode. With a list of layers, one pass gives ``{layer: (T', D)}``."""
     layers = [layer] if isinstance(layer, int) else list(layer)
     for i in layers:
         _check_layer(model, i)
