@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 import torchaudio
-from bench_wav2vec2 import compare, make_batch
+from bench_wav2vec2 import compare, make_batch, report
 from torch import nn
 
 from speechssl.frames import MODEL_FRAMES
@@ -72,13 +72,9 @@ def main() -> None:
     batch["labels"] = torch.randint(0, args.num_classes, (args.batch, frames), device=device)
     models = make_pair(args.num_classes, device)
     results = compare(models, batch, steps=args.steps, warmup=args.warmup, precision=args.precision, device=device)
-    audio_s = args.batch * args.seconds
     print(f"HuBERT BASE, K={args.num_classes}, device={device}, batch={args.batch} x {args.seconds} s, "
           f"precision={args.precision}, threads={torch.get_num_threads()}")
-    for name, m in results.items():
-        peak = f", peak memory {m.peak_bytes / 2**30:.1f} GiB" if m.peak_bytes is not None else ""
-        print(f"{name:>10}: {m.median:.3f} s/step, {audio_s / m.median:.1f} audio-s/s ({len(m.times)} steps){peak}")
-    print(f"ratio (ours / torchaudio throughput): {results['torchaudio'].median / results['ours'].median:.2f}")
+    report(results, args.batch * args.seconds)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,14 @@ def compare(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Tensor], 
     return results
 
 
+def report(results: Mapping[str, Measurement], audio_s: float) -> None:
+    """Print each side's median step time, throughput and peak memory, and the ratio ours / torchaudio."""
+    for name, m in results.items():
+        peak = f", peak memory {m.peak_bytes / 2**30:.1f} GiB" if m.peak_bytes is not None else ""
+        print(f"{name:>10}: {m.median:.3f} s/step, {audio_s / m.median:.1f} audio-s/s ({len(m.times)} steps){peak}")
+    print(f"ratio (ours / torchaudio throughput): {results['torchaudio'].median / results['ours'].median:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -167,13 +175,9 @@ def main() -> None:
         for model in models.values():
             compile_loss(model)
     results = compare(models, batch, steps=args.steps, warmup=args.warmup, precision=args.precision, device=device)
-    audio_s = args.batch * args.seconds
     print(f"device={device}, batch={args.batch} x {args.seconds} s, precision={args.precision}, "
           f"compile={args.compile}, threads={torch.get_num_threads()}")
-    for name, m in results.items():
-        peak = f", peak memory {m.peak_bytes / 2**30:.1f} GiB" if m.peak_bytes is not None else ""
-        print(f"{name:>10}: {m.median:.3f} s/step, {audio_s / m.median:.1f} audio-s/s ({len(m.times)} steps){peak}")
-    print(f"ratio (ours / torchaudio throughput): {results['torchaudio'].median / results['ours'].median:.2f}")
+    report(results, args.batch * args.seconds)
 
 
 if __name__ == "__main__":
