@@ -61,3 +61,18 @@ def test_errors():
         KMeans(1, device="cpu").fit(np.array([[np.nan, 0.0], [0.0, 1.0]], np.float32))
     with pytest.raises(RuntimeError, match="not fitted"):
         KMeans(2).predict(np.zeros((1, 2), np.float32))
+
+
+def test_same_centres_at_any_thread_count():
+    """The batched seeding and the mini-batch updates give bit-identical centres with 1 and 2 threads."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6000, 12, generator=g) + 4 * torch.randint(0, 5, (6000, 1), generator=g).float()
+    threads = torch.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append(KMeans(40, n_init=4, batch_size=1000, seed=1, device="cpu", progress=False).fit(x).cluster_centers_)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out[0], out[1])

@@ -55,6 +55,14 @@ def squared_distances(x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor
     return (d + x_sq.unsqueeze(1)).clamp_min_(0)
 
 
+def _distances_t(centers: torch.Tensor, x_t: torch.Tensor, x_sq: torch.Tensor) -> torch.Tensor:
+    """Squared distances for a batch of ``R`` point sets, points last: ``centers (R, K, D)``,
+    ``x_t (R, D, N)`` and ``x_sq = |x|^2 (R, N)`` -> ``(R, K, N)``. With the points along the last axis
+    the matrix product, the minimum and the sums over points all run on contiguous memory."""
+    d = torch.bmm(centers, x_t).mul_(-2.0)
+    return d.add_((centers * centers).sum(2).unsqueeze(2)).add_(x_sq.unsqueeze(1)).clamp_min_(0)
+
+
 @dataclass
 class KMeansResult:
     n_steps: int
@@ -100,27 +108,36 @@ class KMeans:
 
     # -- seeding ---------------------------------------------------------------------------
     def _kmeanspp(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Greedy k-means++ on ``x (n, D)``: returns ``(K, D)`` centres."""
-        n = x.shape[0]
+        """Greedy k-means++ on ``x (R, n, D)``, ``R`` independent seedings at once -> ``(R, K, D)`` centres.
+
+        The seedings are batched so that one Python step places the i-th centre of every seeding:
+        the loop runs ``K`` times, not ``R * K`` times (scikit-learn's ``_kmeans_plusplus`` runs one
+        seeding at a time).
+        """
+        r, n, _ = x.shape
         k = self.n_clusters
-        n_trials = 2 + int(math.log(k))
-        x_sq = (x * x).sum(1)
-        centers = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
-        first = int(torch.randint(n, (1,), generator=gen, device="cpu"))
-        centers[0] = x[first]
-        closest = squared_distances(x, centers[:1], x_sq)[:, 0]  # (n,)
+        n_trials = 2 + int(math.log(k))          # scikit-learn's n_local_trials
+        rows = torch.arange(r, device=x.device)
+        x_t = x.transpose(1, 2).contiguous()                              # (R, D, n): points along the last axis
+        x_sq = (x * x).sum(2)                                             # (R, n)
+        first = torch.randint(n, (r,), generator=gen).to(x.device)
+        centers = torch.empty(r, k, x.shape[2], dtype=x.dtype, device=x.device)
+        centers[:, 0] = x[rows, first]
+        closest = _distances_t(centers[:, :1], x_t, x_sq)[:, 0]            # (R, n)
         for i in range(1, k):
-            weights = closest.double().cpu()
-            if weights.sum() <= 0:  # fewer distinct points than clusters
-                cand = torch.randint(n, (n_trials,), generator=gen)
-            else:
-                cand = torch.multinomial(weights, n_trials, replacement=True, generator=gen)
-            cand = cand.to(x.device)
-            d_cand = squared_distances(x, x[cand], x_sq)  # (n, trials)
-            new_closest = torch.minimum(closest.unsqueeze(1), d_cand)
-            best = int(new_closest.sum(0).argmin())
-            closest = new_closest[:, best].contiguous()
-            centers[i] = x[cand[best]]
+            # Candidates drawn with probability proportional to the squared distance (D^2 sampling);
+            # a seeding whose points are all chosen already (fewer distinct points than K) draws uniformly.
+            # (torch.multinomial accumulates float32 weights in float64 on the CPU.)
+            weights = closest.cpu()
+            if bool((weights.sum(1) <= 0).any()):
+                weights = weights.masked_fill((weights.sum(1) <= 0).unsqueeze(1), 1.0)
+            cand = torch.multinomial(weights, n_trials, replacement=True, generator=gen).to(x.device)  # (R, t)
+            cand_x = x[rows.unsqueeze(1), cand]                                                        # (R, t, D)
+            new_closest = torch.minimum(_distances_t(cand_x, x_t, x_sq), closest.unsqueeze(1))        # (R, t, n)
+            # Greedy choice: the candidate that lowers the potential (the sum of squared distances) most.
+            best = new_closest.sum(2).argmin(1)                                                        # (R,)
+            closest = new_closest[rows, best]
+            centers[:, i] = cand_x[rows, best]
         return centers
 
     # -- fitting ---------------------------------------------------------------------------
@@ -137,21 +154,20 @@ class KMeans:
         gen = torch.Generator().manual_seed(self.seed)
         batch = min(self.batch_size, n)
 
-        # 1. Seeding: n_init k-means++ runs on a random subset, keep the best on that subset.
+        # 1. Seeding: n_init k-means++ runs, each on its own random subset; keep the best on its subset.
         init_size = self.init_size or 3 * batch
         init_size = min(n, max(init_size, self.n_clusters))
-        best, best_inertia = None, math.inf
-        for _ in range(self.n_init):
-            idx = torch.randperm(n, generator=gen)[:init_size].to(self.device)
-            sub = x[idx]
-            c = self._kmeanspp(sub, gen)
-            inertia = float(squared_distances(sub, c).min(1).values.sum())
-            if inertia < best_inertia:
-                best, best_inertia = c, inertia
-        centers = best.clone()
+        idx = torch.stack([torch.randperm(n, generator=gen)[:init_size] for _ in range(self.n_init)]).to(self.device)
+        subsets = x[idx]                                                  # (n_init, init_size, D)
+        seeds = self._kmeanspp(subsets, gen)
+        inertias = torch.stack([_distances_t(c.unsqueeze(0), sub.t().unsqueeze(0), (sub * sub).sum(1, keepdim=True).t())
+                                .min(1).values.sum(dtype=torch.float64) for c, sub in zip(seeds, subsets)])
+        centers = seeds[int(inertias.argmin())].clone()
+        del subsets, seeds
 
         # 2. Mini-batch updates with per-centre counts.
-        counts = torch.zeros(self.n_clusters, dtype=torch.float64, device=self.device)
+        k = self.n_clusters
+        counts = torch.zeros(k, dtype=torch.float64, device=self.device)
         steps_per_epoch = max(1, n // batch)
         total_steps = self.max_iter * steps_per_epoch
         variance = float(x.var(0).mean()) if n > 1 else 1.0
@@ -159,24 +175,24 @@ class KMeans:
         alpha = min(1.0, 2.0 * batch / (n + 1))  # scikit-learn's smoothing factor
         converged = False
         step = 0
-        bar = tqdm(total=total_steps, desc=f"k-means K={self.n_clusters}", leave=False,
+        bar = tqdm(total=total_steps, desc=f"k-means K={k}", leave=False,
                    disable=not self.progress or progress_disabled())
         while step < total_steps and not converged:
             order = torch.randperm(n, generator=gen).to(self.device)
             for s in range(steps_per_epoch):
                 xb = x[order[s * batch:(s + 1) * batch]]
-                d = squared_distances(xb, centers)
-                mins, assign = d.min(1)
-                batch_inertia = float(mins.sum()) / xb.shape[0]
-                # Sculley's update: centre = running mean of every point assigned to it.
-                n_b = torch.bincount(assign, minlength=self.n_clusters).to(counts.dtype)
+                # Nearest centre: |x|^2 is the same for every centre, so argmin(|c|^2 - 2 x.c) suffices;
+                # |x|^2 is added back only to the B minima for the inertia.
+                part = torch.addmm((centers * centers).sum(1).unsqueeze(0), xb, centers.t(), alpha=-2.0)
+                mins, assign = part.min(1)
+                batch_inertia = float((mins + (xb * xb).sum(1)).clamp_min_(0).sum()) / xb.shape[0]
+                # Sculley's update: centre = running mean of every point assigned to it, i.e.
+                # c += (sum of its new points - n_b c) / (points seen so far), for every centre at once.
+                n_b = torch.bincount(assign, minlength=k).to(counts.dtype)
                 sums = torch.zeros_like(centers).index_add_(0, assign, xb)
                 counts += n_b
-                hit = n_b > 0
-                lr = (n_b[hit] / counts[hit]).to(centers.dtype).unsqueeze(1)
-                new = centers[hit] + lr * (sums[hit] / n_b[hit].to(centers.dtype).unsqueeze(1) - centers[hit])
-                move = float(((new - centers[hit]) ** 2).sum()) / max(1, self.n_clusters)
-                centers[hit] = new
+                delta = (sums - n_b.to(centers.dtype).unsqueeze(1) * centers) / counts.clamp_min(1).to(centers.dtype).unsqueeze(1)
+                centers += delta
                 step += 1
                 bar.update(1)
                 # 3. Early stopping on the smoothed inertia and (optionally) on the centre moves.
@@ -185,7 +201,7 @@ class KMeans:
                     best_ewa, no_improve = ewa, 0
                 else:
                     no_improve += 1
-                if self.tol > 0 and move / variance < self.tol:
+                if self.tol > 0 and float((delta * delta).sum()) / k / variance < self.tol:
                     converged = True
                 if self.max_no_improvement is not None and no_improve >= self.max_no_improvement:
                     converged = True
