@@ -13,8 +13,8 @@ Algorithm:
 1. **k-means++ seeding** (Arthur & Vassilvitskii 2007), greedy variant: each new centre is the
    best of ``2 + log(K)`` candidates drawn with probability proportional to the squared
    distance to the nearest chosen centre. Seeding runs on a random subset of
-   ``init_size`` points (default ``3 * batch_size``); ``n_init`` seedings are tried and the one
-   with the lowest inertia on the subset is kept.
+   ``init_size`` points (default ``3 * batch_size``); ``n_init`` seedings, each on its own subset,
+   run side by side as one batch, and the one with the lowest inertia on its subset is kept.
 2. **Mini-batch updates** (Sculley 2010): for each mini-batch, assign points to their nearest
    centre, then move every centre towards the mean of its points with a per-centre learning
    rate ``n_batch / n_seen``, so each centre is the running mean of all points it was given.
