@@ -19,6 +19,7 @@ from speechssl.decoding import beam_decode, greedy_decode
 from speechssl.engine import TrainConfig, Trainer
 from speechssl.metrics import word_error_rate
 from speechssl.models.ctc import CTCConfig
+from speechssl.models.hubert import Hubert
 from speechssl.models.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 from speechssl.recipes import CTC_MODES, recipe
 
@@ -123,6 +124,32 @@ def test_build_loads_the_pretrained_encoder(pretrained):
         ctc("reduced").build(vocab=ft.PHONE_VOCAB, pretrained=run)
 
 
+def test_build_loads_a_hubert_encoder(tmp_path):
+    """A HuBERT checkpoint of any iteration (its K, label rate and alpha) fine-tunes with the same CTC recipe;
+    a checkpoint of a model without a CTC path is refused by name."""
+    torch.manual_seed(0)
+    hub = Hubert(recipe("hubert", "tiny", num_classes=(7,), label_rate=100, pred_nomask_weight=0.5).model)
+    (tmp_path / "p").mkdir()
+    data = AudioDataset(_corpus(tmp_path / "p", n=2), tmp_path / "p")
+    Trainer(hub, TrainConfig(model="hubert", out_dir=str(tmp_path / "hub"), max_steps=1, crop_samples=None),
+            data).save_checkpoint()
+    m = ctc("tiny").build(vocab=ft.PHONE_VOCAB, pretrained=tmp_path / "hub")
+    assert isinstance(m.encoder, Hubert) and m.encoder.cfg.num_classes == (7,)
+    for k, v in hub.state_dict().items():
+        assert torch.equal(m.encoder.state_dict()[k], v), k
+    m.eval()
+    with torch.no_grad():
+        log_probs, frames = m(torch.randn(1, 16_000))
+    assert log_probs.shape == (1, int(frames[0]), 1 + len(ft.PHONE_VOCAB))
+    with pytest.raises(CheckpointError, match="another configuration"):
+        ctc("reduced").build(vocab=ft.PHONE_VOCAB, pretrained=tmp_path / "hub")
+    from speechssl.models.wav2vec import Wav2Vec, Wav2VecConfig
+    Trainer(Wav2Vec(Wav2VecConfig.preset("tiny")), TrainConfig(model="wav2vec", out_dir=str(tmp_path / "w2v"),
+            max_steps=1, crop_samples=None), data).save_checkpoint()
+    with pytest.raises(ConfigError, match="expected a checkpoint of wav2vec2 or hubert, found one of 'wav2vec'"):
+        ctc("tiny").build(vocab=ft.PHONE_VOCAB, pretrained=tmp_path / "w2v")
+
+
 def test_cli_trains_each_mode_and_writes_error_rates(tmp_path, pretrained, monkeypatch, capsys):
     run, _ = pretrained
     (tmp_path / "c").mkdir()
@@ -154,7 +181,7 @@ def test_cli_errors(tmp_path, pretrained, capsys):
     assert ft.main(["--scale", "tiny", "--mode", "scratch", "--pretrained", str(run), "--out", str(tmp_path / "x")]) == 2
     assert "takes no pre-trained checkpoint" in capsys.readouterr().err
     assert ft.main(["--scale", "tiny", "--out", str(tmp_path / "x")]) == 2
-    assert "needs a wav2vec2 checkpoint" in capsys.readouterr().err
+    assert "needs a wav2vec2 or hubert checkpoint" in capsys.readouterr().err
     assert ft.main(["--scale", "tiny", "--pretrained", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
     assert "no checkpoint at" in capsys.readouterr().err
     assert ft.main(["--scale", "tiny", "--data", "librispeech:/x", "--pretrained", str(run)]) == 2

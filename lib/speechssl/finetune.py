@@ -1,8 +1,10 @@
-"""``python -m speechssl.finetune``: CTC fine-tuning of a pre-trained wav2vec 2.0 model (Baevski et al.
-2020, Sec. 3.3 and 4.3), one row of the fine-tuning chapter's table per ``--mode``::
+"""``python -m speechssl.finetune``: CTC fine-tuning of a pre-trained wav2vec 2.0 or HuBERT model (Baevski et al.
+2020, Sec. 3.3 and 4.3; HuBERT Sec. IV-D), one row of the fine-tuning chapter's table per ``--mode``::
 
     # tiny: the synthetic corpus, phones, a run of `python -m speechssl.train wav2vec2 --scale tiny`
     python -m speechssl.finetune --scale tiny --pretrained runs/wav2vec2-tiny
+    # the same for chapter 5's second HuBERT iteration, into its own run folder
+    python -m speechssl.finetune --scale tiny --pretrained runs/hubert-tiny/iter2/model --out runs/hubert_ctc_finetune-tiny
 
     # full: LibriSpeech letters on Libri-light's 10-minute split, evaluated on dev-clean and dev-other
     torchrun --nproc_per_node=2 -m speechssl.finetune --scale full --pretrained runs/wav2vec2-full \\
@@ -63,10 +65,10 @@ def evaluate(model, data: TranscribedAudio, *, batch_size: int = 8, beam_size: i
 
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m speechssl.finetune",
-                                description="CTC fine-tuning of a pre-trained wav2vec2 model (torchrun for several GPUs).",
+                                description="CTC fine-tuning of a pre-trained wav2vec2 or hubert model (torchrun for several GPUs).",
                                 epilog=f"modes: {', '.join(CTC_MODES)}\nscales: {', '.join(paths.SCALES)}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pretrained", default=None, help="wav2vec2 checkpoint or run folder (finetune and probe modes)")
+    p.add_argument("--pretrained", default=None, help="wav2vec2 or hubert checkpoint or run folder (finetune and probe modes)")
     p.add_argument("--mode", choices=CTC_MODES, default="finetune",
                    help="finetune (default), scratch (same architecture, random init) or probe (frozen encoder, linear CTC)")
     add_data_options(p, split="finetune")

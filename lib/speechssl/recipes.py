@@ -214,22 +214,35 @@ def _derive_ctc(model: CTCConfig, train: dict, base_steps: int, overridden: set)
     return model
 
 
+#: Fields of a HuBERT configuration that belong to its pre-training targets, not to the encoder: they come from
+#: the checkpoint (an iteration's K and label rate, an alpha ablation's weights); the rest must be the scale's.
+_HUBERT_TARGET_FIELDS = ("num_classes", "label_rate", "pred_masked_weight", "pred_nomask_weight")
+
+
 def _build_ctc(r: Recipe, *, vocab, pretrained: str | Path | None = None) -> Wav2Vec2CTC:
+    """A CTC model of ``r``: a random wav2vec 2.0 encoder (scratch), or the encoder of a pre-trained wav2vec 2.0 or
+    HuBERT checkpoint (fairseq fine-tunes both the same way: ``wav2vec_ctc`` and ``hubert_ctc``, HuBERT Sec. IV-D)."""
     from .checkpoint import check_model_config, load_checkpoint, model_config_of
 
-    encoder_cfg = recipe("wav2vec2", r.scale).model
     mode = r.name.rsplit("_", 1)[-1]
     if mode == "scratch":
         if pretrained is not None:
             raise ConfigError("--pretrained: a model trained from scratch takes no pre-trained checkpoint")
-        return Wav2Vec2CTC(Wav2Vec2(encoder_cfg), vocab, r.model)
+        return Wav2Vec2CTC(Wav2Vec2(recipe("wav2vec2", r.scale).model), vocab, r.model)
     if pretrained is None:
-        raise ConfigError(f"--pretrained: mode {mode!r} needs a wav2vec2 checkpoint or run folder, found none")
+        raise ConfigError(f"--pretrained: mode {mode!r} needs a wav2vec2 or hubert checkpoint or run folder, found none")
     purpose = "load the pre-trained model"
-    state = load_checkpoint(pretrained, model_name="wav2vec2", purpose=purpose)
-    saved = state.get("model_config") or {}
-    # the temperature schedule follows the pre-training run's length; every other field must be the scale's
-    encoder = Wav2Vec2(dataclasses.replace(encoder_cfg, temp_decay=saved.get("temp_decay", encoder_cfg.temp_decay)))
+    state = load_checkpoint(pretrained, purpose=purpose)
+    name, saved = state.get("model_name"), state.get("model_config") or {}
+    if name == "wav2vec2":
+        # the temperature schedule follows the pre-training run's length; every other field must be the scale's
+        cfg = recipe("wav2vec2", r.scale).model
+        encoder = Wav2Vec2(dataclasses.replace(cfg, temp_decay=saved.get("temp_decay", cfg.temp_decay)))
+    elif name == "hubert":
+        cfg = recipe("hubert", r.scale).model
+        encoder = Hubert(dataclasses.replace(cfg, **{f: saved[f] for f in _HUBERT_TARGET_FIELDS if f in saved}))
+    else:
+        raise ConfigError(f"--pretrained {pretrained}: expected a checkpoint of wav2vec2 or hubert, found one of {name!r}")
     check_model_config(state, model_config_of(encoder, primitive=False), source=str(pretrained), purpose=purpose)
     encoder.load_state_dict(state["model"])
     return Wav2Vec2CTC(encoder, vocab, r.model)

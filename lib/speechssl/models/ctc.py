@@ -1,4 +1,5 @@
-"""Fine-tuning a wav2vec 2.0 encoder with CTC (Baevski et al. 2020, Sec. 3.3 and Sec. 4.3).
+"""Fine-tuning a wav2vec 2.0 or HuBERT encoder with CTC (Baevski et al. 2020, Sec. 3.3 and Sec. 4.3;
+HuBERT, Hsu et al. 2021, Sec. IV-D, fine-tunes the same way).
 
 A randomly initialised linear layer on top of the Transformer maps every 20 ms frame to the
 output symbols plus the CTC blank, and the model is trained with CTC (Graves et al. 2006) on a
@@ -33,7 +34,7 @@ from ..data.transcripts import BLANK
 from ..errors import ConfigError, config_error
 from ..nn.masking import MaskSpec
 from .inputs import audio_from_batch, check_min_samples
-from .wav2vec2 import Wav2Vec2
+from .encoder import MaskedEncoder
 
 __all__ = ["CTCConfig", "Wav2Vec2CTC"]
 
@@ -84,17 +85,18 @@ class CTCConfig:
 
 
 class Wav2Vec2CTC(nn.Module):
-    """A :class:`~speechssl.models.wav2vec2.Wav2Vec2` encoder with a linear CTC output layer.
+    """A :class:`~speechssl.models.wav2vec2.Wav2Vec2` or :class:`~speechssl.models.hubert.Hubert` encoder with a
+    linear CTC output layer.
 
     ``vocab`` lists the output symbols; index 0 of the output is the blank, symbol ``i`` of
-    ``vocab`` is output ``i + 1``. The pre-training parts of the encoder (quantizer, final
-    projection) stay in the module, unused, so a pre-trained state dict loads as it is.
+    ``vocab`` is output ``i + 1``. The pre-training parts of the encoder (quantizer or
+    prediction head, final projection) stay in the module, unused, so a pre-trained state dict loads as it is.
 
     Shapes: ``audio`` ``(B, T)``, ``lengths`` ``(B,)`` -> log-probabilities ``(B, T', 1 + V)``
     and frame lengths ``(B,)``.
     """
 
-    def __init__(self, encoder: Wav2Vec2, vocab: Sequence[str], cfg: CTCConfig | None = None) -> None:
+    def __init__(self, encoder: MaskedEncoder, vocab: Sequence[str], cfg: CTCConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg if cfg is not None else CTCConfig()
         if len(vocab) == 0 or len(set(vocab)) != len(vocab):
