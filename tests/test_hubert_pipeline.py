@@ -80,6 +80,15 @@ def test_labels_of_another_corpus_or_teacher_are_refused(corpus, tmp_path):
         Iteration(tmp_path / "other", utts, root, num_classes=8, n_init=2).labels()
 
 
+def test_a_damaged_stage_file_is_named_not_a_traceback(corpus, tmp_path):
+    root, utts = corpus
+    Iteration(tmp_path / "it", utts, root, num_classes=8, n_init=2).labels()
+    blob = (tmp_path / "it" / "kmeans.pt").read_bytes()
+    (tmp_path / "it" / "kmeans.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(LabelError, match=r"kmeans.pt: cannot read these k-means: the file is truncated or corrupt.*--overwrite"):
+        Iteration(tmp_path / "it", utts, root, num_classes=8, n_init=2).labels()
+
+
 def test_iteration_2_clusters_a_layer_of_iteration_1_at_50_hz(corpus, tmp_path):
     root, utts = corpus
     it1 = Iteration(tmp_path / "iter1", utts, root, num_classes=8, n_init=2)

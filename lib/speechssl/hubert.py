@@ -275,8 +275,12 @@ class Iteration:
     def _cached(self, path: Path, key: str, what: str) -> dict | None:
         if not path.is_file():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("key") != key:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated zip, a pickle error: the file was damaged after it was written
+            raise LabelError(f"{path}: cannot read these {what}: the file is truncated or corrupt ({type(e).__name__}); "
+                             f"delete it to make this stage again, or pass --overwrite") from None
+        if not isinstance(state, dict) or state.get("key") != key:
             raise LabelError(f"{path}: these {what} were made from another corpus or teacher (fingerprint "
                              f"{state.get('key')}, expected {key}); pass --overwrite to make every stage again, or "
                              f"use another --out")
