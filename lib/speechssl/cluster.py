@@ -129,8 +129,9 @@ class KMeans:
             # a seeding whose points are all chosen already (fewer distinct points than K) draws uniformly.
             # (torch.multinomial accumulates float32 weights in float64 on the CPU.)
             weights = closest.cpu()
-            if bool((weights.sum(1) <= 0).any()):
-                weights = weights.masked_fill((weights.sum(1) <= 0).unsqueeze(1), 1.0)
+            spent = weights.sum(1) <= 0
+            if bool(spent.any()):
+                weights = weights.masked_fill(spent.unsqueeze(1), 1.0)
             cand = torch.multinomial(weights, n_trials, replacement=True, generator=gen).to(x.device)  # (R, t)
             cand_x = x[rows.unsqueeze(1), cand]                                                        # (R, t, D)
             new_closest = torch.minimum(_distances_t(cand_x, x_t, x_sq), closest.unsqueeze(1))        # (R, t, n)

@@ -4,7 +4,7 @@
     # tiny: the synthetic corpus, phones, a run of `python -m speechssl.train wav2vec2 --scale tiny`
     python -m speechssl.finetune --scale tiny --pretrained runs/wav2vec2-tiny
     # the same for chapter 5's second HuBERT iteration, into its own run folder
-    python -m speechssl.finetune --scale tiny --pretrained runs/hubert-tiny/iter2/model --out runs/hubert_ctc_finetune-tiny
+    python -m speechssl.finetune --scale tiny --pretrained runs/hubert-tiny/iter2/model --out runs/hubert_ctc_finetune_iter2-tiny
 
     # full: LibriSpeech letters on Libri-light's 10-minute split, evaluated on dev-clean and dev-other
     torchrun --nproc_per_node=2 -m speechssl.finetune --scale full --pretrained runs/wav2vec2-full \\

@@ -72,7 +72,7 @@ class IterationPlan:
 #: (``simple_kmeans`` README) and 400k updates. ``tiny``: K = 100 in both (24 minutes of audio give
 #: about 140 frames per cluster at K = 500), all of the audio, the recipe's 600 updates, and layer 0 (the
 #: Transformer's input), which clustered best on the pre-training split in chapter 5's layer sweep (k-means
-#: PNMI 0.375 against 0.360 to 0.318 for layers 1 to 4); ``reduced``: the middle of its 6 layers and half of
+#: PNMI 0.385 against 0.378 to 0.362 for layers 1 to 4); ``reduced``: the middle of its 6 layers and half of
 #: the utterances, as the paper's layer 6 of 12 (not yet measured at that scale).
 ITERATIONS: dict[str, dict[int, IterationPlan]] = {
     "full": {1: IterationPlan(None, 100, 1.0, 250_000), 2: IterationPlan(6, 500, 0.1, 400_000)},
@@ -280,9 +280,10 @@ class Iteration:
         except Exception as e:  # a truncated zip, a pickle error: the file was damaged after it was written
             raise LabelError(f"{path}: cannot read these {what}: the file is truncated or corrupt ({type(e).__name__}); "
                              f"delete it to make this stage again, or pass --overwrite") from None
-        if not isinstance(state, dict) or state.get("key") != key:
+        found = state.get("key") if isinstance(state, dict) else None
+        if found != key:
             raise LabelError(f"{path}: these {what} were made from another corpus or teacher (fingerprint "
-                             f"{state.get('key')}, expected {key}); pass --overwrite to make every stage again, or "
+                             f"{found}, expected {key}); pass --overwrite to make every stage again, or "
                              f"use another --out")
         return state
 
