@@ -1,0 +1,159 @@
+"""Training wav2vec-U's GAN: alternating steps on pre-tensorised data, evaluation and selection.
+
+The generator has about ``D x V x 4`` weights (10k at tiny scale) and its input is a few dozen segments
+per utterance, so an update is a handful of small matrix products. What would make it slow is Python
+work per utterance, so every utterance and every sentence is padded once into one tensor
+(:class:`GanData`) and a batch is an index into it, drawn from a seeded ``torch.Generator``.
+
+The schedule is fairseq's (``w2vu.yaml``; ``Wav2vec_U.discrim_step``): update ``n`` (from 1) trains the
+discriminator when ``n`` is odd and the generator when it is even, each with its own Adam (betas
+(0.5, 0.98), eps 1e-6; the discriminator's with decoupled weight decay 1e-4, fairseq's Adam), constant
+learning rates, and the stepping network's gradients clipped to norm 5 (``clip_norm``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .errors import config_error
+from .metrics import phone_error_rate
+from .models.wav2vec_u import Wav2VecU
+from .ngram import PhoneLM
+from .wav2vec_u import Selection, phones_without_silence, weighted_lm_ppl
+
+__all__ = ["GanData", "GanTrainConfig", "train_gan", "decode", "Checkpoint", "evaluate"]
+
+
+@dataclass
+class GanData:
+    """Segment features of the unlabelled audio (N, T, D) and phone ids of the unpaired text (M, L)."""
+
+    features: torch.Tensor
+    lengths: torch.Tensor
+    phones: torch.Tensor
+    phone_lengths: torch.Tensor
+
+
+@dataclass(frozen=True)
+class GanTrainConfig:
+    """Defaults: ``w2vu.yaml``."""
+
+    batch_size: int = 160
+    max_updates: int = 150_000
+    lr_generator: float = 4e-4
+    lr_discriminator: float = 5e-4
+    betas: tuple[float, float] = (0.5, 0.98)
+    eps: float = 1e-6
+    weight_decay_discriminator: float = 1e-4
+    clip_norm: float = 5.0
+    eval_every: int = 1000                 # fairseq validate_interval_updates / save_interval_updates
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in ("batch_size", "max_updates", "eval_every"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                raise config_error("GanTrainConfig", f, "a positive integer", getattr(self, f))
+        for f in ("lr_generator", "lr_discriminator"):
+            if not getattr(self, f) > 0:
+                raise config_error("GanTrainConfig", f, "a learning rate > 0", getattr(self, f))
+
+
+@torch.no_grad()
+def decode(model: Wav2VecU, features: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256) -> list[list[int]]:
+    """Viterbi (argmax) phone ids of every utterance: JOIN with averaged runs, then the argmax per run
+    (fairseq ``w2vu_generate.py`` with ``viterbi``; ``sil`` is removed by the caller)."""
+    was = model.training
+    model.eval()
+    out: list[list[int]] = []
+    for i in range(0, len(features), batch_size):
+        x, n = features[i:i + batch_size], lengths[i:i + batch_size]
+        logits, m = model.generate(x[:, :int(n.max())], n, sample=False)
+        ids = logits.argmax(-1)
+        out += [ids[b, :m[b]].tolist() for b in range(len(x))]
+    model.train(was)
+    return out
+
+
+@dataclass
+class Checkpoint:
+    """One evaluation: the unsupervised metric on unlabelled audio and, for the reader only, the PER."""
+
+    update: int
+    selection: Selection
+    per: float | None
+    losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def weighted_lm_ppl(self) -> float:
+        return self.selection.weighted_lm_ppl
+
+
+def evaluate(model: Wav2VecU, features: torch.Tensor, lengths: torch.Tensor, lm: PhoneLM, inventory: Sequence[str],
+             references: Sequence[Sequence[str]] | None = None) -> tuple[Selection, float | None, list[list[str]]]:
+    """Selection metric of the model's output on ``features`` and, given references, its phone error rate."""
+    hyps = [phones_without_silence(h, inventory) for h in decode(model, features, lengths)]
+    per = phone_error_rate(references, hyps).rate if references is not None else None
+    return weighted_lm_ppl(lm, hyps, inventory), per, hyps
+
+
+def _adam(params, lr: float, cfg: GanTrainConfig, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=weight_decay)
+
+
+def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
+              on_eval: Callable[[int, dict[str, float]], Checkpoint | None] | None = None) -> list[Checkpoint]:
+    """Train ``model`` for ``cfg.max_updates`` updates; every ``eval_every`` updates (and at the end) call
+    ``on_eval(update, mean losses since the last call)`` and keep what it returns."""
+    rng = torch.Generator().manual_seed(cfg.seed)
+    opt_g = _adam(model.generator.parameters(), cfg.lr_generator, cfg, 0.0)
+    opt_d = _adam(model.discriminator.parameters(), cfg.lr_discriminator, cfg, cfg.weight_decay_discriminator)
+    n_audio, n_text = len(data.features), len(data.phones)
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    history: list[Checkpoint] = []
+    model.train()
+    start = time.perf_counter()
+    for update in range(1, cfg.max_updates + 1):
+        idx = torch.randint(n_audio, (min(cfg.batch_size, n_audio),), generator=rng)
+        lengths = data.lengths[idx]
+        x = data.features[idx, :int(lengths.max())]
+        if update % 2 == 1:                                  # fairseq discrim_step: odd updates
+            t = torch.randint(n_text, (min(cfg.batch_size, n_text),), generator=rng)
+            tl = data.phone_lengths[t]
+            losses = model.discriminator_loss(x, lengths, data.phones[t, :int(tl.max())], tl, rng)
+            net, opt = model.discriminator, opt_d
+        else:
+            losses, ppl = model.generator_loss(x, lengths, rng)
+            losses_log = {"prob_ppl": float(ppl)}
+            net, opt = model.generator, opt_g
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"wav2vec-U: the loss is {float(loss)} at update {update}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
+        opt.step()
+        for k, v in {**{k: float(v.detach()) for k, v in losses.items()}, **(losses_log if update % 2 == 0 else {})}.items():
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
+        if on_eval is not None and (update % cfg.eval_every == 0 or update == cfg.max_updates):
+            means = {k: sums[k] / counts[k] for k in sums}
+            means["seconds"] = time.perf_counter() - start
+            point = on_eval(update, means)
+            if point is not None:
+                history.append(point)
+            sums, counts = {}, {}
+    return history
+
+
+def config_dict(cfg: GanTrainConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+
+
+def finite_or_inf(x: float) -> float:
+    return x if math.isfinite(x) else math.inf

@@ -1,0 +1,293 @@
+"""The data sides of wav2vec-U (fairseq ``examples/wav2vec/unsupervised``) and its selection metric.
+
+Audio side (paper Sec. 2, fairseq ``scripts/prepare_audio.sh``): features of one Transformer layer,
+k-means with ``K = 128`` (``wav2vec_cluster_faiss.py``), PCA to 512 (``pca.py``), then
+
+- :func:`segment_means`: consecutive frames with the same cluster form a segment, represented by the mean
+  of its (PCA) features (``merge_clusters.py --pooling mean``);
+- :func:`pool_adjacent`: the mean of every two consecutive segments, an odd last segment standing alone
+  (``mean_pool.py``, ``subsample_rate 0.5``).
+
+Silence (Sec. 2.2, fairseq ``scripts/vads.py`` + ``remove_silence.py``): the paper removes silence from
+every split with rVAD and concatenates the voiced stretches. :func:`voiced_intervals` is a plain energy
+detector in rVAD's framing (25 ms windows every 10 ms): a frame is speech when its energy is 15 dB above
+the utterance's noise floor (its 5th-percentile frame energy), and pauses shorter than 0.1 s stay (stop
+closures are as quiet as silence). The synthetic corpus's silence is padding and pauses over a noise floor
+at -66 to -54 dBFS, a case for which the energy alone is a sound criterion; the chapter measures its
+agreement with the alignment's ``sil``. :func:`remove_silence` concatenates the voiced intervals.
+
+Text side (``prepare_text.sh``): a lexicon phonemises every word once (fairseq runs ``phonemize`` on the
+word list; this book runs the same eSpeak NG path as its corpus, :func:`lexicon`), then
+:func:`with_silence` writes each sentence as phones with ``<SIL>`` around it and between words with
+probability 0.25 (``phonemize_with_sil.py -s 0.25 --surround``; Sec. 2.4). The corpus's ``sil`` (id 0)
+is ``<SIL>``.
+
+Unsupervised model selection (Sec. 3.3; fairseq ``unpaired_audio_text.py``): :func:`weighted_lm_ppl`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .data.phones import PHONES, SILENCE
+from .errors import ConfigError
+from .ngram import PhoneLM
+
+__all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_inventory", "segment_means", "pool_adjacent", "lexicon", "with_silence",
+           "vocabulary_usage", "weighted_lm_ppl", "Selection", "pad_sequences"]
+
+
+class InventoryError(ConfigError):
+    """Symbols outside the phone inventory, or two sides with different inventories."""
+
+
+def voiced_intervals(wav: torch.Tensor, *, sample_rate: int = 16_000, margin_db: float = 15.0,
+                     min_silence_s: float = 0.1) -> list[tuple[int, int]]:
+    """Voiced stretches ``(start, end)`` of a waveform, in samples (see the module notes)."""
+    win, hop = int(0.025 * sample_rate), int(0.010 * sample_rate)
+    wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1)
+    if wav.numel() < win:
+        return [(0, wav.numel())] if wav.numel() else []
+    frames = wav.unfold(0, win, hop)
+    energy = 10 * torch.log10(frames.square().mean(1) + 1e-10)
+    speech = energy > torch.quantile(energy, 0.05) + margin_db
+    # pauses shorter than min_silence_s count as speech
+    runs, counts = torch.unique_consecutive(speech, return_counts=True)
+    ends = counts.cumsum(0)
+    short = int(min_silence_s * sample_rate / hop)
+    for i, (is_speech, n) in enumerate(zip(runs.tolist(), counts.tolist())):
+        if not is_speech and 0 < i < len(runs) - 1 and n < short:
+            speech[ends[i] - n:ends[i]] = True
+    intervals: list[tuple[int, int]] = []
+    runs, counts = torch.unique_consecutive(speech, return_counts=True)
+    start = 0
+    for is_speech, n in zip(runs.tolist(), counts.tolist()):
+        if is_speech:
+            a, b = start * hop, min(wav.numel(), (start + n - 1) * hop + win)
+            intervals.append((a, b))
+        start += n
+    return intervals
+
+
+def remove_silence(wav: torch.Tensor, intervals: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The voiced intervals of ``wav`` concatenated (fairseq ``remove_silence.py``); the whole waveform
+    when no interval was found, so that no utterance disappears."""
+    if not intervals:
+        return wav
+    return torch.cat([wav[a:b] for a, b in intervals])
+
+
+def check_inventory(sequences: Iterable[Sequence[str]], inventory: Sequence[str], source: str) -> None:
+    """Refuse ``sequences`` whose symbols are not all in ``inventory``, naming ``source`` and them."""
+    known = set(inventory)
+    unknown = sorted({s for seq in sequences for s in seq if s not in known})
+    if unknown:
+        raise InventoryError(f"{source}: expected phones of the inventory ({len(known)} symbols: "
+                             f"{' '.join(inventory[:6])} ...), found {len(unknown)} others: {' '.join(unknown[:10])}")
+
+
+def check_same_inventory(audio: Sequence[str], text: Sequence[str]) -> None:
+    """The generator's outputs and the text's symbols must be the same list, in the same order."""
+    if list(audio) != list(text):
+        only_a, only_t = sorted(set(audio) - set(text)), sorted(set(text) - set(audio))
+        raise InventoryError(f"the audio side's phone inventory ({len(audio)} symbols) and the text's "
+                             f"({len(text)}) differ: only in audio {only_a or '-'}, only in text {only_t or '-'}"
+                             + ("" if only_a or only_t else ", same symbols in another order"))
+
+
+def segment_means(features: torch.Tensor, clusters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the features (T, D) over each run of equal consecutive cluster ids (T,); returns the
+    segments (S, D) and the number of frames of each (S,)."""
+    if features.ndim != 2 or clusters.shape != features.shape[:1]:
+        raise ValueError(f"expected features (T, D) and one cluster id per frame; found {tuple(features.shape)} "
+                         f"and {tuple(clusters.shape)}")
+    _, counts = torch.unique_consecutive(clusters, return_counts=True)
+    ends = counts.cumsum(0)
+    sums = torch.cat([features.new_zeros(1, features.size(1)), features.cumsum(0)])   # prefix sums
+    return (sums[ends] - sums[ends - counts]) / counts[:, None].to(features), counts
+
+
+def pool_adjacent(segments: torch.Tensor) -> torch.Tensor:
+    """The mean of segments (0, 1), (2, 3), ...; an odd last segment is kept as it is."""
+    s = segments.size(0)
+    pairs = segments[: s - s % 2].reshape(s // 2, 2, -1).mean(1)
+    return torch.cat([pairs, segments[s - s % 2:]])
+
+
+def lexicon(words: Iterable[str], voice: str = "en-us") -> dict[str, list[str]]:
+    """Each distinct word phonemised alone by eSpeak NG and folded onto the corpus's phones."""
+    from .data.synth.align import text_to_phones
+
+    return {w: text_to_phones(w.lower(), voice) for w in sorted(set(words))}
+
+
+def with_silence(words: Sequence[Sequence[str]], prob: float, rng: random.Random, *, surround: bool = True
+                 ) -> list[str]:
+    """A sentence given as the phones of its words, with ``sil`` between two words with probability
+    ``prob`` and, with ``surround``, at both ends."""
+    if not 0 <= prob <= 1:
+        raise ConfigError(f"silence probability: expected a number in [0, 1], found {prob!r}")
+    out = [SILENCE] if surround else []
+    for i, w in enumerate(words):
+        if i and rng.random() < prob:
+            out.append(SILENCE)
+        out.extend(w)
+    return out + [SILENCE] if surround else out
+
+
+def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (N, T_max, ...) tensor and the lengths (N,)."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    out = seqs[0].new_full((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), value)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out, lengths
+
+
+def vocabulary_usage(hypotheses: Iterable[Sequence[str]], inventory: Sequence[str]) -> float:
+    """Share of the inventory's phones (``sil`` excluded) that the hypotheses use at least once."""
+    phones = [p for p in inventory if p != SILENCE]
+    seen = {p for h in hypotheses for p in h} & set(phones)
+    return len(seen) / len(phones)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The unsupervised selection metric of one model (lower is better) and its two parts."""
+
+    lm_ppl: float
+    usage: float
+
+    @property
+    def weighted_lm_ppl(self) -> float:
+        return self.lm_ppl / self.usage ** 2 if self.usage > 0 else math.inf
+
+
+def weighted_lm_ppl(lm: PhoneLM, hypotheses: Sequence[Sequence[str]], inventory: Sequence[str] = PHONES) -> Selection:
+    """fairseq's ``weighted_lm_ppl`` (``unpaired_audio_text.py``, ``vocab_usage_power 2``):
+
+        lm_ppl / usage^2,  lm_ppl = 10^(-sum log10 p(h) / (sum |h| + number of sentences))
+
+    over the generator's argmax phone sequences ``h`` of unlabelled audio with ``sil`` removed (``</s>``
+    is predicted once per sentence, hence the added count), ``usage`` the share of the inventory's phones
+    it emits (:func:`vocabulary_usage`). The paper's Sec. 3.3 states the same trade-off as a two-stage
+    rule; fairseq's single number is the one its runs select checkpoints with.
+    """
+    hyps = [[p for p in h if p != SILENCE] for h in hypotheses]
+    return Selection(lm.perplexity(hyps), vocabulary_usage(hyps, inventory))
+
+
+def phones_without_silence(ids: Sequence[int], inventory: Sequence[str] = PHONES) -> list[str]:
+    return [inventory[i] for i in ids if inventory[i] != SILENCE]
+
+
+def text_batches(sentences: Mapping[str, Sequence[str]] | Sequence[Sequence[str]], inventory: Sequence[str] = PHONES
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phone sentences as one padded id tensor (N, L) and lengths (N,), checked against the inventory."""
+    rows = list(sentences.values()) if isinstance(sentences, Mapping) else list(sentences)
+    if not rows:
+        raise ConfigError("unpaired text: expected at least one sentence, found an empty split")
+    check_inventory(rows, inventory, "unpaired text")
+    index = {p: i for i, p in enumerate(inventory)}
+    return pad_sequences([torch.tensor([index[p] for p in r], dtype=torch.long) for r in rows])
+
+
+def true_segments(utterance, inventory: Sequence[str] = PHONES) -> list[int]:
+    """The phone ids of an utterance's alignment, one per aligned segment (``sil`` included): the segments
+    a perfect segmenter would find."""
+    index = {p: i for i, p in enumerate(inventory)}
+    return [index[p] for p, _, _ in utterance.alignment]
+
+
+def cipher_features(utterances: Sequence, dim: int, seed: int = 0, noise: float = 0.0,
+                    inventory: Sequence[str] = PHONES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A substitution cipher of the true segments: phone ``p`` becomes a fixed random vector ``E[p]`` (plus
+    Gaussian noise of standard deviation ``noise``). Returns the padded features (N, T, dim), the lengths
+    and ``E``."""
+    g = torch.Generator().manual_seed(seed)
+    code = torch.randn(len(inventory), dim, generator=g)
+    seqs = [torch.tensor(true_segments(u, inventory)) for u in utterances]
+    feats = [code[s] + noise * torch.randn(len(s), dim, generator=g) for s in seqs]
+    x, lengths = pad_sequences(feats)
+    return x, lengths, code
+
+
+@dataclass
+class SegmentedAudio:
+    """The GAN's audio input: per utterance, the pooled segment features and what they came from."""
+
+    features: list[torch.Tensor]           # (S_i, pca_dim) after adjacent pooling
+    clusters: list[torch.Tensor]           # (F_i,) k-means id of every voiced frame
+    segments: list[torch.Tensor]           # (S'_i,) frames per segment before adjacent pooling
+    kept: list[list[tuple[int, int]]]      # voiced intervals in samples ([] = VAD off)
+
+
+class AudioPipeline:
+    """Silence removal, k-means on a layer's frames, PCA, segment and adjacent pooling (module notes).
+
+    ``fit`` learns k-means and PCA on the frames of the training utterances; ``transform`` applies them
+    to any split, the same way (fairseq applies the train centroids and PCA to every split; issue 3581:
+    test audio with its silence left in gave 89% PER against 24%).
+    """
+
+    def __init__(self, featurize, root, *, num_clusters: int = 128, pca_dim: int = 512, vad: bool = True,
+                 seed: int = 0, kmeans_init: int = 3):
+        if not isinstance(num_clusters, int) or num_clusters < 1:
+            raise ConfigError(f"num_clusters: expected a positive integer, found {num_clusters!r}")
+        if not isinstance(pca_dim, int) or pca_dim < 1:
+            raise ConfigError(f"pca_dim: expected a positive integer, found {pca_dim!r}")
+        self.featurize, self.root = featurize, root
+        self.num_clusters, self.pca_dim, self.vad, self.seed, self.kmeans_init = num_clusters, pca_dim, vad, seed, kmeans_init
+        self.kmeans = self.pca = None
+
+    def frames(self, utterances: Sequence) -> tuple[list[torch.Tensor], list[list[tuple[int, int]]]]:
+        """The layer's frames of every utterance, after silence removal, and the voiced intervals."""
+        from pathlib import Path
+
+        from .data.audio import load_audio
+
+        feats, kept = [], []
+        with torch.no_grad():
+            for u in utterances:
+                wav = load_audio(Path(self.root) / u.path)
+                iv = voiced_intervals(wav) if self.vad else []
+                feats.append(self.featurize(remove_silence(wav, iv)).float())
+                kept.append(iv)
+        return feats, kept
+
+    def fit(self, utterances: Sequence) -> "AudioPipeline":
+        from sklearn.decomposition import PCA
+
+        from .cluster import KMeans
+
+        feats, _ = self.frames(utterances)
+        x = torch.cat(feats)
+        if self.num_clusters > len(x):
+            raise ConfigError(f"num_clusters: expected at most the number of training frames ({len(x)}), "
+                              f"found {self.num_clusters}")
+        if self.pca_dim > x.shape[1]:
+            raise ConfigError(f"pca_dim: expected at most the feature dimension ({x.shape[1]}), found {self.pca_dim}")
+        # fairseq: faiss k-means (50 iterations, 3 restarts) on the raw layer features, no PCA before it
+        self.kmeans = KMeans(self.num_clusters, n_init=self.kmeans_init, seed=self.seed, progress=False).fit(x)
+        # fairseq pca.py: faiss.PCAMatrix(d, pca_dim, eigen_power=0), i.e. no whitening
+        self.pca = PCA(self.pca_dim, random_state=self.seed).fit(x.numpy())
+        return self
+
+    def transform(self, utterances: Sequence) -> SegmentedAudio:
+        if self.kmeans is None:
+            raise RuntimeError("AudioPipeline.transform: call fit() on the training utterances first")
+        feats, kept = self.frames(utterances)
+        out = SegmentedAudio([], [], [], kept)
+        for f in feats:
+            ids = torch.as_tensor(self.kmeans.predict(f)).long()
+            z = torch.from_numpy(self.pca.transform(f.numpy())).float()
+            seg, counts = segment_means(z, ids)
+            out.features.append(pool_adjacent(seg))
+            out.clusters.append(ids)
+            out.segments.append(counts)
+        return out

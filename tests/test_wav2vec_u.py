@@ -1,0 +1,370 @@
+"""wav2vec-U: the GAN's parts and losses, JOIN, the phone n-gram model, segment pooling, text with silence
+and the unsupervised selection metric."""
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechssl.errors import ConfigError
+from speechssl.models.wav2vec_u import (Discriminator, GanConfig, Generator, Wav2VecU, diversity_penalty,
+                                        gradient_penalty, join_runs, smoothness_penalty)
+from speechssl.ngram import EOS, PhoneLM
+from speechssl.wav2vec_u import (InventoryError, check_inventory, check_same_inventory, pool_adjacent,
+                                 segment_means, text_batches, vocabulary_usage, weighted_lm_ppl, with_silence)
+
+CFG = GanConfig(input_dim=8, num_phones=5, discriminator_dim=6, discriminator_kernel=3)
+
+
+# ---- generator, JOIN, discriminator --------------------------------------------------------------------------
+
+def test_generator_gives_one_more_step_and_ignores_padding():
+    """Kernel 4, padding 2: T + 1 outputs (fairseq shifts the padding mask by one); what lies beyond an
+    utterance's length reads as zeros, so an utterance gives the same logits alone and in a padded batch."""
+    gen = Generator(CFG).eval()
+    x = torch.randn(2, 7, 8)
+    lengths = torch.tensor([7, 4])
+    logits, out_lengths = gen(x, lengths)
+    assert logits.shape == (2, 8, 5) and out_lengths.tolist() == [8, 5]
+    alone, _ = gen(x[1:, :4], lengths[1:])
+    torch.testing.assert_close(logits[1, :5], alone[0], rtol=0, atol=1e-6)
+    x[1, 4:] = 1e3                                        # garbage in the padding changes nothing
+    torch.testing.assert_close(gen(x, lengths)[0][1, :5], alone[0], rtol=0, atol=1e-6)
+    assert sum(p.numel() for p in gen.parameters()) == 8 * 5 * 4     # no bias
+
+
+@pytest.mark.parametrize("left, right", [(2, 2), (5, 0)])
+def test_time_conv_pads_time_on_both_sides_as_asked(left, right):
+    from speechssl.models.wav2vec_u import TimeConv
+
+    conv = TimeConv(7, 5, left + right if right else left + 1, left, right)
+    x = torch.randn(3, 11, 7)
+    ref = F.conv1d(F.pad(x.transpose(1, 2), (left, right)), conv.weight, conv.bias).transpose(1, 2)
+    assert conv(x).shape == (3, 11 + left + right - conv.kernel_size[0] + 1, 5)
+    torch.testing.assert_close(conv(x), ref)
+
+
+def logits_for(argmaxes, v=4):
+    return F.one_hot(torch.tensor(argmaxes), v).float()[None] * 3 + torch.randn(1, len(argmaxes), v) * 0.1
+
+
+def test_join_averages_each_run_in_evaluation():
+    logits = logits_for([1, 1, 2, 2, 2, 1, 3])
+    joined, n = join_runs(logits, torch.tensor([6]), sample=False)   # the last output is padding
+    assert n.tolist() == [3]
+    expected = torch.stack([logits[0, 0:2].mean(0), logits[0, 2:5].mean(0), logits[0, 5]])
+    torch.testing.assert_close(joined[0], expected)
+
+
+def test_join_samples_one_output_per_run_uniformly():
+    """Training: one output of each run, every output of a run equally likely; the gradient reaches the
+    chosen outputs only (fairseq ``JoinSegmenter`` with ``mean_pool_join false``)."""
+    logits = logits_for([0, 0, 0, 0, 3, 1, 1]).requires_grad_(True)
+    rng = torch.Generator().manual_seed(0)
+    picks = torch.zeros(7)
+    for _ in range(2000):
+        joined, n = join_runs(logits, torch.tensor([7]), sample=True, generator=rng)
+        assert n.tolist() == [3] and joined.shape == (1, 3, 4)
+        (grad,) = torch.autograd.grad(joined.sum(), logits)
+        chosen = grad[0].abs().sum(-1) > 0
+        assert chosen.sum() == 3 and chosen[4]                      # one per run
+        assert chosen[:4].sum() == 1 and chosen[5:].sum() == 1
+        picks += chosen.float()
+    assert picks[4] == 2000
+    assert torch.allclose(picks[:4] / 2000, torch.full((4,), 0.25), atol=0.04)
+    assert torch.allclose(picks[5:] / 2000, torch.full((2,), 0.5), atol=0.04)
+
+
+def test_discriminator_is_causal_and_averages_valid_steps():
+    disc = Discriminator(CFG).eval()
+    x = torch.softmax(torch.randn(1, 9, 5), -1)
+    y = disc.net(x)[0, :, 0]
+    x2 = x.clone()
+    x2[0, 6] = torch.softmax(torch.randn(5), -1)
+    y2 = disc.net(x2)[0, :, 0]
+    assert torch.equal(y[:6], y2[:6]) and not torch.equal(y[6:], y2[6:])
+    torch.testing.assert_close(disc(x, torch.tensor([5])), y[:5].mean()[None])
+    torch.testing.assert_close(disc(x), y.mean()[None])
+
+
+def test_gradient_penalty_takes_the_norm_over_time_per_sample_and_phone():
+    """For a score ``sum_t,v W[t, v] x[t, v]`` the gradient is ``W`` for every sample, so fairseq's penalty
+    is ``B * sum_v (||W[:, v]|| - 1)^2`` (the norm over time), not the paper's per-sample norm."""
+    w = torch.randn(6, 5)
+    score = lambda x: (x * w).sum((1, 2))                             # noqa: E731
+    real, fake = torch.rand(3, 6, 5), torch.rand(4, 8, 5)             # cut to 3 samples and 6 steps
+    got = gradient_penalty(score, real, fake)
+    assert torch.isclose(got, 3 * ((w.norm(dim=0) - 1) ** 2).sum())
+    assert not torch.isclose(got, 3 * (w.norm() - 1) ** 2)
+
+
+def test_smoothness_and_diversity_penalties():
+    logits = torch.tensor([[[0., 0.], [2., 0.], [2., 0.], [9., 9.]]])
+    # pairs (0,1) and (1,2) are valid, (2,3) has padding as its later step: mean over 3 x 2 entries
+    assert smoothness_penalty(logits, torch.tensor([3])).item() == pytest.approx(4 / 6)
+    pd, ppl = diversity_penalty(torch.zeros(2, 3, 4), torch.tensor([3, 1]))
+    assert ppl.item() == pytest.approx(4, rel=1e-5) and pd.item() == pytest.approx(0, abs=1e-5)
+    pd, ppl = diversity_penalty(torch.tensor([[[50., 0, 0, 0]] * 3]), torch.tensor([3]))
+    assert ppl.item() == pytest.approx(1, abs=1e-3) and pd.item() == pytest.approx(3 / 4, abs=1e-3)
+
+
+def test_each_step_trains_only_its_own_network():
+    torch.manual_seed(0)
+    model = Wav2VecU(CFG).train()
+    x, lengths = torch.randn(3, 6, 8), torch.tensor([6, 5, 3])
+    phones, phone_lengths = torch.randint(0, 5, (4, 7)), torch.tensor([7, 7, 2, 5])
+    losses = model.discriminator_loss(x, lengths, phones, phone_lengths)
+    assert set(losses) == {"dense_d", "token_d", "grad_pen"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+    model.zero_grad(set_to_none=True)
+    losses, ppl = model.generator_loss(x, lengths)
+    assert set(losses) == {"dense_g", "code_pen", "smoothness"} and 1 <= ppl <= 5
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.generator.parameters())
+
+
+@pytest.mark.parametrize("field, value", [("num_phones", 1), ("generator_kernel", 0), ("generator_dropout", 1.0),
+                                          ("gradient_penalty", -1.0), ("discriminator_dim", 2.5)])
+def test_bad_gan_settings_are_named(field, value):
+    with pytest.raises(ConfigError, match=f"GanConfig.{field}: expected"):
+        GanConfig(**{field: value})
+
+
+# ---- phone n-gram model ------------------------------------------------------------------------------------
+
+TEXT = [list("abcab"), list("abca"), list("cab"), list("bca"), list("aab")]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_ngram_distributions_sum_to_one(order):
+    lm = PhoneLM(TEXT, order=order, vocabulary="abcd")
+    assert lm.vocabulary == ["a", "b", "c", "d", EOS]
+    for history in [[], ["a"], ["a", "b"], ["<s>", "<s>", "<s>"], ["d", "d", "d"], ["c", "a", "b"]]:
+        total = sum(lm.prob(w, history) for w in lm.vocabulary)
+        assert total == pytest.approx(1.0, abs=1e-12)
+        assert lm.prob("d", history) > 0                              # never seen, never zero
+
+
+def test_ngram_discounts_and_perplexity():
+    lm = PhoneLM(TEXT, order=3)
+    top = {}
+    for s in TEXT:
+        p = ["<s>"] * 2 + s + [EOS]
+        for i in range(2, len(p)):
+            top[tuple(p[i - 2:i + 1])] = top.get(tuple(p[i - 2:i + 1]), 0) + 1
+    n1, n2 = sum(v == 1 for v in top.values()), sum(v == 2 for v in top.values())
+    assert lm.discounts[3] == pytest.approx(n1 / (n1 + 2 * n2))
+    seen = lm.perplexity(TEXT)
+    assert seen < lm.perplexity([list("cbacb"), list("bbbb")])
+    assert seen == pytest.approx(math.exp(-sum(lm.sentence_logprob(s) for s in TEXT) / sum(len(s) + 1 for s in TEXT)))
+
+
+def test_ngram_bad_input():
+    with pytest.raises(ConfigError, match="at least one non-empty sentence"):
+        PhoneLM([[], []])
+    with pytest.raises(ConfigError, match="order"):
+        PhoneLM(TEXT, order=0)
+
+
+# ---- segments, text, selection -------------------------------------------------------------------------------
+
+def test_segment_means_and_adjacent_pooling():
+    feats = torch.arange(12.).reshape(6, 2)
+    segs, counts = segment_means(feats, torch.tensor([3, 3, 1, 1, 1, 3]))
+    assert counts.tolist() == [2, 3, 1]
+    torch.testing.assert_close(segs, torch.tensor([[1., 2.], [6., 7.], [10., 11.]]))
+    torch.testing.assert_close(pool_adjacent(segs), torch.tensor([[3.5, 4.5], [10., 11.]]))
+    torch.testing.assert_close(pool_adjacent(segs[:2]), torch.tensor([[3.5, 4.5]]))
+    with pytest.raises(ValueError, match="one cluster id per frame"):
+        segment_means(feats, torch.zeros(5, dtype=torch.long))
+
+
+def test_silence_insertion():
+    words = [["DH", "AH"], ["K", "AE", "T"], ["S", "AE", "T"]]
+    assert with_silence(words, 0.0, random.Random(0)) == ["sil", "DH", "AH", "K", "AE", "T", "S", "AE", "T", "sil"]
+    assert with_silence(words, 1.0, random.Random(0), surround=False) == [
+        "DH", "AH", "sil", "K", "AE", "T", "sil", "S", "AE", "T"]
+    rng = random.Random(1)
+    gaps = sum(with_silence(words, 0.25, rng).count("sil") - 2 for _ in range(4000))
+    assert gaps / 8000 == pytest.approx(0.25, abs=0.02)
+    with pytest.raises(ConfigError, match=r"silence probability: expected a number in \[0, 1\], found 1.5"):
+        with_silence(words, 1.5, rng)
+
+
+def test_inventory_errors_name_the_source_and_the_symbols():
+    with pytest.raises(InventoryError, match=r"unpaired text: expected phones of the inventory .* found 2 others: QQ ZZ"):
+        check_inventory([["AH", "QQ"], ["ZZ"]], ["sil", "AH", "B"], "unpaired text")
+    with pytest.raises(ConfigError, match="expected at least one sentence, found an empty split"):
+        text_batches([])
+    with pytest.raises(InventoryError, match=r"only in audio \['B'\], only in text \['C'\]"):
+        check_same_inventory(["sil", "A", "B"], ["sil", "A", "C"])
+    ids, lengths = text_batches([["sil", "AH"], ["B"]], ["sil", "AH", "B"])
+    assert ids.tolist() == [[0, 1], [2, 0]] and lengths.tolist() == [2, 1]
+
+
+def test_weighted_lm_ppl_is_perplexity_over_squared_usage():
+    inventory = ["sil", "a", "b", "c", "d"]
+    lm = PhoneLM(TEXT, order=2, vocabulary="abcd")
+    hyps = [["sil", "a", "b", "sil"], ["c", "a"]]
+    sel = weighted_lm_ppl(lm, hyps, inventory)
+    assert sel.usage == vocabulary_usage([["a", "b"], ["c", "a"]], inventory) == 0.75
+    assert sel.lm_ppl == pytest.approx(lm.perplexity([["a", "b"], ["c", "a"]]))
+    assert sel.weighted_lm_ppl == pytest.approx(sel.lm_ppl / 0.75 ** 2)
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+
+def toy_data(seed=0):
+    from speechssl.gan import GanData
+    from speechssl.wav2vec_u import pad_sequences
+
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(int(n), 8, generator=g) for n in torch.randint(3, 10, (12,), generator=g)]
+    text = [torch.randint(0, 5, (int(n),), generator=g) for n in torch.randint(2, 12, (20,), generator=g)]
+    return GanData(*pad_sequences(feats), *pad_sequences(text))
+
+
+def train_toy(threads, updates=30):
+    from speechssl.gan import GanTrainConfig, train_gan
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        model = Wav2VecU(CFG)
+        points = train_gan(model, toy_data(), GanTrainConfig(batch_size=6, max_updates=updates, eval_every=10),
+                           on_eval=lambda u, means: (u, means))
+    finally:
+        torch.set_num_threads(old)
+    return model, points
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gan_training_is_bit_exact(threads):
+    """Two runs with the same number of threads give the same weights and losses, bit for bit (the CPU
+    convolution's weight gradient is summed in an order that depends on the number of threads, so runs
+    with different numbers of threads agree only to rounding, as for every model of the book)."""
+    a, pa = train_toy(threads)
+    b, pb = train_toy(threads)
+    assert [p[0] for p in pa] == [10, 20, 30]
+    assert set(pa[0][1]) == {"dense_d", "token_d", "grad_pen", "dense_g", "code_pen", "smoothness", "prob_ppl", "seconds"}
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert [{k: v for k, v in p[1].items() if k != "seconds"} for p in pa] == \
+           [{k: v for k, v in p[1].items() if k != "seconds"} for p in pb]
+
+
+def test_no_gan_loss_accumulates_atomically():
+    from test_determinism import atomic_accumulations
+
+    model = Wav2VecU(CFG).train()
+    d = toy_data()
+    assert atomic_accumulations(sum(model.discriminator_loss(d.features[:4], d.lengths[:4], d.phones[:5],
+                                                             d.phone_lengths[:5]).values())) == []
+    assert atomic_accumulations(sum(model.generator_loss(d.features[:4], d.lengths[:4])[0].values())) == []
+
+
+def test_decode_joins_runs_and_takes_the_argmax():
+    from speechssl.gan import decode
+
+    model = Wav2VecU(GanConfig(input_dim=3, num_phones=3, generator_kernel=1, discriminator_dim=4))
+    with torch.no_grad():
+        model.generator.proj.weight.copy_(torch.eye(3)[:, :, None] * 5)      # output = input
+    x = F.one_hot(torch.tensor([[0, 2, 2, 1, 1], [1, 1, 0, 0, 0]]), 3).float()
+    assert decode(model, x, torch.tensor([5, 2])) == [[0, 2, 1], [1]]
+
+
+# ---- audio side -----------------------------------------------------------------------------------------------
+
+def tone_with_pauses(pauses_s=(0.3, 0.05, 0.3), tone_s=0.4, seed=0):
+    """Noise floor at about -60 dBFS, with 440 Hz tones between the pauses."""
+    g = torch.Generator().manual_seed(seed)
+    parts, bounds, pos = [], [], 0
+    for i, p in enumerate(pauses_s):
+        n = int(p * 16_000)
+        parts.append(torch.zeros(n))
+        pos += n
+        if i < len(pauses_s) - 1:
+            m = int(tone_s * 16_000)
+            parts.append(0.3 * torch.sin(torch.arange(m) * 2 * math.pi * 440 / 16_000))
+            bounds.append((pos, pos + m))
+            pos += m
+    wav = torch.cat(parts)
+    return wav + 1e-3 * torch.randn(len(wav), generator=g), bounds
+
+
+def test_energy_vad_finds_the_speech_and_bridges_short_pauses():
+    from speechssl.wav2vec_u import remove_silence, voiced_intervals
+
+    wav, bounds = tone_with_pauses()
+    iv = voiced_intervals(wav)
+    assert len(iv) == 1                                   # the 50 ms pause between the tones is kept
+    (a, b), = iv
+    assert abs(a - bounds[0][0]) <= 400 and abs(b - bounds[1][1]) <= 400
+    wav2, bounds2 = tone_with_pauses((0.3, 0.3, 0.3))
+    iv2 = voiced_intervals(wav2)
+    assert len(iv2) == 2
+    out = remove_silence(wav2, iv2)
+    assert len(out) == sum(b - a for a, b in iv2) and abs(len(out) - 2 * 6400) <= 2 * 800
+    assert torch.equal(remove_silence(wav2, []), wav2)
+
+
+@pytest.fixture(scope="module")
+def tone_corpus(tmp_path_factory):
+    import soundfile as sf
+
+    from speechssl.data.manifest import Utterance
+
+    root = tmp_path_factory.mktemp("tones")
+    utts = []
+    for i in range(4):
+        wav, _ = tone_with_pauses(seed=i)
+        sf.write(root / f"t{i}.wav", wav.numpy(), 16_000, subtype="FLOAT")
+        utts.append(Utterance(id=f"t{i}", path=f"t{i}.wav", num_samples=len(wav), speaker="s"))
+    return root, utts
+
+
+def band_energies(wav):
+    """A stand-in for a model layer: log energies of 8 bands of 20 ms frames (50 Hz)."""
+    frames = wav[: len(wav) // 320 * 320].reshape(-1, 320)
+    spec = torch.fft.rfft(frames).abs().square()[:, :160].reshape(-1, 8, 20).sum(-1)
+    return torch.log(spec + 1e-6)
+
+
+def test_audio_pipeline_segments_every_split_with_the_training_fit(tone_corpus):
+    from speechssl.wav2vec_u import AudioPipeline
+
+    root, utts = tone_corpus
+    pipe = AudioPipeline(band_energies, root, num_clusters=3, pca_dim=2).fit(utts[:3])
+    out = pipe.transform(utts)
+    for f, c, s, kept in zip(out.features, out.clusters, out.segments, out.kept):
+        assert int(s.sum()) == len(c)                    # every voiced frame is in one segment
+        assert f.shape == ((len(s) + 1) // 2, 2)          # pairs of segments, PCA dimension
+        assert len(kept) == 1 and len(c) < 50             # 0.85 s voiced of 1.75 s
+    silent = AudioPipeline(band_energies, root, num_clusters=3, pca_dim=2, vad=False).fit(utts[:3]).transform(utts[:1])
+    assert len(silent.clusters[0]) > len(out.clusters[0]) and silent.kept == [[]]
+
+
+def test_audio_pipeline_bad_settings(tone_corpus):
+    from speechssl.wav2vec_u import AudioPipeline
+
+    root, utts = tone_corpus
+    with pytest.raises(ConfigError, match=r"num_clusters: expected at most the number of training frames \(\d+\), found 5000"):
+        AudioPipeline(band_energies, root, num_clusters=5000, pca_dim=2).fit(utts[:1])
+    with pytest.raises(ConfigError, match=r"pca_dim: expected at most the feature dimension \(8\), found 9"):
+        AudioPipeline(band_energies, root, num_clusters=2, pca_dim=9).fit(utts[:1])
+    with pytest.raises(RuntimeError, match="call fit"):
+        AudioPipeline(band_energies, root).transform(utts)
+    with pytest.raises(ConfigError, match="num_clusters: expected a positive integer, found 0"):
+        AudioPipeline(band_energies, root, num_clusters=0)
+
+
+def test_lexicon_phonemises_each_word_with_the_corpus_path():
+    from speechssl.wav2vec_u import lexicon
+
+    lex = lexicon(["CAT", "SAT", "CAT"])
+    assert lex == {"CAT": ["K", "AE", "T"], "SAT": ["S", "AE", "T"]}
