@@ -10,6 +10,8 @@ utterance is too short for its loss. How each is trained at each scale is its re
 - :class:`Wav2Vec2` and :class:`Wav2Vec2CTC`: Baevski, Zhou, Mohamed & Auli 2020
 - :class:`Hubert`: Hsu, Bolte, Tsai, Lakhotia, Salakhutdinov & Mohamed 2021 (the same masked encoder,
   :class:`~speechssl.models.encoder.MaskedEncoder`, with another target)
+- :class:`Wav2VecU`: Baevski, Hsu, Conneau & Auli 2021 (a generator and a discriminator, trained by
+  :mod:`speechssl.gan` rather than the engine, since the two alternate)
 """
 
 from .ctc import CTCConfig, Wav2Vec2CTC
@@ -18,6 +20,7 @@ from .unit_bert import UnitBert, UnitBertConfig
 from .vq_wav2vec import VQWav2Vec, VQWav2VecConfig
 from .wav2vec import Wav2Vec, Wav2VecConfig
 from .wav2vec2 import Wav2Vec2, Wav2Vec2Config
+from .wav2vec_u import GanConfig, Wav2VecU
 
-__all__ = ["CTCConfig", "Hubert", "HubertConfig", "UnitBert", "UnitBertConfig", "VQWav2Vec", "VQWav2VecConfig", "Wav2Vec",
-           "Wav2Vec2", "Wav2Vec2CTC", "Wav2Vec2Config", "Wav2VecConfig"]
+__all__ = ["CTCConfig", "GanConfig", "Hubert", "HubertConfig", "UnitBert", "UnitBertConfig", "VQWav2Vec", "VQWav2VecConfig", "Wav2Vec",
+           "Wav2Vec2", "Wav2Vec2CTC", "Wav2Vec2Config", "Wav2VecConfig", "Wav2VecU"]
