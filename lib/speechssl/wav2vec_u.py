@@ -175,8 +175,10 @@ def weighted_lm_ppl(lm: PhoneLM, hypotheses: Sequence[Sequence[str]], inventory:
 
     over the generator's argmax phone sequences ``h`` of unlabelled audio with ``sil`` removed (``</s>``
     is predicted once per sentence, hence the added count), ``usage`` the share of the inventory's phones
-    it emits (:func:`vocabulary_usage`). The paper's Sec. 3.3 states the same trade-off as a two-stage
-    rule; fairseq's single number is the one its runs select checkpoints with.
+    it emits (:func:`vocabulary_usage`). fairseq divides the phones seen by an inventory that includes
+    ``<SIL>``, which it never counts as seen (at most (V - 1) / V); here neither side counts ``sil``. The
+    paper's Sec. 3.3 states the same trade-off as a two-stage rule; fairseq's single number is the one its
+    runs select checkpoints with.
     """
     hyps = [[p for p in h if p != SILENCE] for h in hypotheses]
     return Selection(lm.perplexity(hyps), vocabulary_usage(hyps, inventory))
