@@ -104,6 +104,9 @@ def test_smoothness_and_diversity_penalties():
     logits = torch.tensor([[[0., 0.], [2., 0.], [2., 0.], [9., 9.]]])
     # pairs (0,1) and (1,2) are valid, (2,3) has padding as its later step: mean over 3 x 2 entries
     assert smoothness_penalty(logits, torch.tensor([3])).item() == pytest.approx(4 / 6)
+    one_run = torch.randn(2, 1, 3, requires_grad=True)                # a generator that says one phone
+    (grad,) = torch.autograd.grad(smoothness_penalty(one_run, torch.tensor([1, 1])), one_run)
+    assert torch.equal(grad, torch.zeros_like(grad))
     pd, ppl = diversity_penalty(torch.zeros(2, 3, 4), torch.tensor([3, 1]))
     assert ppl.item() == pytest.approx(4, rel=1e-5) and pd.item() == pytest.approx(0, abs=1e-5)
     pd, ppl = diversity_penalty(torch.tensor([[[50., 0, 0, 0]] * 3]), torch.tensor([3]))

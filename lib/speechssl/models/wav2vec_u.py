@@ -184,7 +184,10 @@ def gradient_penalty(discriminator: Discriminator, real: torch.Tensor, fake: tor
 
 def smoothness_penalty(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of consecutive joined logits, zero where the later step is padding
-    (fairseq: ``mse_loss(...)[padding[:, 1:]] = 0`` then ``.mean()``)."""
+    (fairseq: ``mse_loss(...)[padding[:, 1:]] = 0`` then ``.mean()``). A batch whose every output joins
+    into one run has no pair: 0 (fairseq's mean of an empty tensor is NaN, which ends the run)."""
+    if logits.size(1) < 2:
+        return logits.sum() * 0
     diff = (logits[:, :-1] - logits[:, 1:]) ** 2
     return (diff * lengths_mask(lengths, logits.size(1))[:, 1:, None]).mean()
 
