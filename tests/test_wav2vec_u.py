@@ -348,6 +348,8 @@ def test_audio_pipeline_segments_every_split_with_the_training_fit(tone_corpus):
         assert int(s.sum()) == len(c)                    # every voiced frame is in one segment
         assert f.shape == ((len(s) + 1) // 2, 2)          # pairs of segments, PCA dimension
         assert len(kept) == 1 and len(c) < 50             # 0.85 s voiced of 1.75 s
+    again = AudioPipeline(band_energies, root, num_clusters=3, pca_dim=2).fit_transform(utts[:3])
+    assert all(torch.equal(a, b) for a, b in zip(again.features, out.features[:3]))
     silent = AudioPipeline(band_energies, root, num_clusters=3, pca_dim=2, vad=False).fit(utts[:3]).transform(utts[:1])
     assert len(silent.clusters[0]) > len(out.clusters[0]) and silent.kept == [[]]
 

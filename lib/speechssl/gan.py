@@ -13,10 +13,10 @@ learning rates, and the stepping network's gradients clipped to norm 5 (``clip_n
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -26,7 +26,7 @@ from .models.wav2vec_u import Wav2VecU
 from .ngram import PhoneLM
 from .wav2vec_u import Selection, phones_without_silence, weighted_lm_ppl
 
-__all__ = ["GanData", "GanTrainConfig", "train_gan", "decode", "Checkpoint", "evaluate"]
+__all__ = ["GanData", "GanTrainConfig", "train_gan", "decode", "evaluate"]
 
 
 @dataclass
@@ -79,20 +79,6 @@ def decode(model: Wav2VecU, features: torch.Tensor, lengths: torch.Tensor, batch
     return out
 
 
-@dataclass
-class Checkpoint:
-    """One evaluation: the unsupervised metric on unlabelled audio and, for the reader only, the PER."""
-
-    update: int
-    selection: Selection
-    per: float | None
-    losses: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def weighted_lm_ppl(self) -> float:
-        return self.selection.weighted_lm_ppl
-
-
 def evaluate(model: Wav2VecU, features: torch.Tensor, lengths: torch.Tensor, lm: PhoneLM, inventory: Sequence[str],
              references: Sequence[Sequence[str]] | None = None) -> tuple[Selection, float | None, list[list[str]]]:
     """Selection metric of the model's output on ``features`` and, given references, its phone error rate."""
@@ -106,7 +92,7 @@ def _adam(params, lr: float, cfg: GanTrainConfig, weight_decay: float) -> torch.
 
 
 def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
-              on_eval: Callable[[int, dict[str, float]], Checkpoint | None] | None = None) -> list[Checkpoint]:
+              on_eval: Callable[[int, dict[str, float]], Any] | None = None) -> list[Any]:
     """Train ``model`` for ``cfg.max_updates`` updates; every ``eval_every`` updates (and at the end) call
     ``on_eval(update, mean losses since the last call)`` and keep what it returns."""
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -115,7 +101,7 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     n_audio, n_text = len(data.features), len(data.phones)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
-    history: list[Checkpoint] = []
+    history: list[Any] = []
     model.train()
     start = time.perf_counter()
     for update in range(1, cfg.max_updates + 1):
@@ -126,10 +112,11 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
             t = torch.randint(n_text, (min(cfg.batch_size, n_text),), generator=rng)
             tl = data.phone_lengths[t]
             losses = model.discriminator_loss(x, lengths, data.phones[t, :int(tl.max())], tl, rng)
+            logged = {}
             net, opt = model.discriminator, opt_d
         else:
             losses, ppl = model.generator_loss(x, lengths, rng)
-            losses_log = {"prob_ppl": float(ppl)}
+            logged = {"prob_ppl": float(ppl)}
             net, opt = model.generator, opt_g
         loss = sum(losses.values())
         if not torch.isfinite(loss):
@@ -138,7 +125,8 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
         opt.step()
-        for k, v in {**{k: float(v.detach()) for k, v in losses.items()}, **(losses_log if update % 2 == 0 else {})}.items():
+        logged.update((k, float(v.detach())) for k, v in losses.items())
+        for k, v in logged.items():
             sums[k] = sums.get(k, 0.0) + v
             counts[k] = counts.get(k, 0) + 1
         if on_eval is not None and (update % cfg.eval_every == 0 or update == cfg.max_updates):
@@ -150,10 +138,3 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
             sums, counts = {}, {}
     return history
 
-
-def config_dict(cfg: GanTrainConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-
-
-def finite_or_inf(x: float) -> float:
-    return x if math.isfinite(x) else math.inf

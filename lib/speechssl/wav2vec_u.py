@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .data.phones import PHONES, SILENCE
 from .errors import ConfigError
@@ -142,11 +143,7 @@ def with_silence(words: Sequence[Sequence[str]], prob: float, rng: random.Random
 
 def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (N, T_max, ...) tensor and the lengths (N,)."""
-    lengths = torch.tensor([len(s) for s in seqs])
-    out = seqs[0].new_full((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), value)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = s
-    return out, lengths
+    return pad_sequence(list(seqs), batch_first=True, padding_value=value), torch.tensor([len(s) for s in seqs])
 
 
 def vocabulary_usage(hypotheses: Iterable[Sequence[str]], inventory: Sequence[str]) -> float:
@@ -263,11 +260,14 @@ class AudioPipeline:
         return feats, kept
 
     def fit(self, utterances: Sequence) -> "AudioPipeline":
+        self._fit(self.frames(utterances)[0])
+        return self
+
+    def _fit(self, feats: list[torch.Tensor]) -> None:
         from sklearn.decomposition import PCA
 
         from .cluster import KMeans
 
-        feats, _ = self.frames(utterances)
         x = torch.cat(feats)
         if self.num_clusters > len(x):
             raise ConfigError(f"num_clusters: expected at most the number of training frames ({len(x)}), "
@@ -278,12 +278,19 @@ class AudioPipeline:
         self.kmeans = KMeans(self.num_clusters, n_init=self.kmeans_init, seed=self.seed, progress=False).fit(x)
         # fairseq pca.py: faiss.PCAMatrix(d, pca_dim, eigen_power=0), i.e. no whitening
         self.pca = PCA(self.pca_dim, random_state=self.seed).fit(x.numpy())
-        return self
+
+    def fit_transform(self, utterances: Sequence) -> SegmentedAudio:
+        """:meth:`fit` on ``utterances`` and their segments, reading and featurising them once."""
+        feats, kept = self.frames(utterances)
+        self._fit(feats)
+        return self._segment(feats, kept)
 
     def transform(self, utterances: Sequence) -> SegmentedAudio:
         if self.kmeans is None:
             raise RuntimeError("AudioPipeline.transform: call fit() on the training utterances first")
-        feats, kept = self.frames(utterances)
+        return self._segment(*self.frames(utterances))
+
+    def _segment(self, feats: list[torch.Tensor], kept: list[list[tuple[int, int]]]) -> SegmentedAudio:
         out = SegmentedAudio([], [], [], kept)
         for f in feats:
             ids = torch.as_tensor(self.kmeans.predict(f)).long()

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import config_error
+from ..nn.conv import lengths_to_padding_mask
 
 __all__ = ["GanConfig", "TimeConv", "Generator", "Discriminator", "Wav2VecU", "join_runs", "gradient_penalty",
            "smoothness_penalty", "diversity_penalty"]
@@ -86,8 +87,8 @@ class GanConfig:
 
 
 def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, size) boolean mask, True on the valid steps."""
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+    """(B, size) boolean mask, True on the valid steps (the complement of fairseq's padding mask)."""
+    return ~lengths_to_padding_mask(lengths, size)
 
 
 class TimeConv(nn.Conv1d):
