@@ -373,3 +373,92 @@ def test_lexicon_phonemises_each_word_with_the_corpus_path():
 
     lex = lexicon(["CAT", "SAT", "CAT"])
     assert lex == {"CAT": ["K", "AE", "T"], "SAT": ["S", "AE", "T"]}
+
+
+# ---- resuming, the stages and the command -------------------------------------------------------------------
+
+def test_gan_resume_continues_the_same_run(tmp_path):
+    """A run stopped after its first evaluation and started again from the checkpoint ends with the same
+    weights and the same logged losses as a run that was never stopped."""
+    from speechssl.checkpoint import CheckpointError
+    from speechssl.gan import GanTrainConfig, train_gan
+
+    cfg = GanTrainConfig(batch_size=6, max_updates=30, eval_every=10)
+    whole, points = train_toy(1)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_20(u, means):
+        if u == 20:
+            raise Stop
+        return u, means
+
+    ckpt = tmp_path / "gan.pt"
+    torch.manual_seed(0)
+    with pytest.raises(Stop):
+        train_gan(Wav2VecU(CFG), toy_data(), cfg, on_eval=stop_at_20, checkpoint=ckpt)
+    torch.manual_seed(123)                                    # another initialisation and dropout state
+    resumed = Wav2VecU(CFG)
+    again = train_gan(resumed, toy_data(), cfg, on_eval=lambda u, means: (u, means), checkpoint=ckpt)
+    for (ka, va), (kb, vb) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    drop = lambda ps: [(u, {k: v for k, v in m.items() if k != "seconds"}) for u, m in ps]
+    assert drop(again) == drop(points)
+    with pytest.raises(CheckpointError, match=r"gan.pt: written by a run with other settings"):
+        train_gan(Wav2VecU(CFG), toy_data(), GanTrainConfig(batch_size=6, max_updates=40, eval_every=10), checkpoint=ckpt)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"gan.pt: cannot resume the GAN from it: the file is truncated or corrupt"):
+        train_gan(Wav2VecU(CFG), toy_data(), cfg, checkpoint=ckpt)
+
+
+def tiny_stages(tone_corpus, folder, **plan):
+    from speechssl.data.manifest import Sentence
+    from speechssl.wav2vec_u import Plan, Stages
+
+    root, utts = tone_corpus
+    text = [Sentence(f"s{i}", "", words, []) for i, words in
+            enumerate([["a", "cat", "sat"], ["the", "dog", "ran", "home"], ["we", "sat"], ["a", "dog"]])]
+    plan = Plan(**{"layer": 0, "num_clusters": 3, "pca_dim": 2, "gan": {"input_dim": 2, "discriminator_dim": 4},
+                   "train": {"batch_size": 2, "max_updates": 20, "eval_every": 10}, "seeds": (0, 1), **plan})
+    return Stages(folder, root, utts[:3], utts[3:], text, band_energies, "band energies", plan)
+
+
+def test_stages_are_cached_selected_without_labels_and_refused_when_made_from_other_settings(tone_corpus, tmp_path):
+    import json
+
+    stages = tiny_stages(tone_corpus, tmp_path)
+    seg, text = stages.segments(), stages.sentences()
+    assert len(seg["train"]) == 3 and len(seg["dev"]) == 1 and 0 < seg["explained"] <= 1
+    assert all(s[0] == s[-1] == "sil" for s in text["with_silence"]) and text["plain"][0] == ["EY", "K", "AE", "T", "S", "AE", "T"]   # "a" alone: the letter
+    runs = [stages.gan(s) for s in (0, 1)]
+    assert [[h["update"] for h in r] for r in runs] == [[10, 20], [10, 20]]
+    assert all(h["dev_per"] is None for r in runs for h in r)          # the tones have no transcripts
+    best = stages.select(runs)
+    assert best["weighted_lm_ppl"] == min(h["weighted_lm_ppl"] for r in runs for h in r)
+    assert json.loads((tmp_path / "selected.json").read_text())["seed"] == best["seed"]
+    again = tiny_stages(tone_corpus, tmp_path)                          # every stage read back, none made again
+    assert [h["weighted_lm_ppl"] for h in again.gan(0)] == [h["weighted_lm_ppl"] for h in runs[0]]
+    with pytest.raises(ConfigError, match=r"segments.pt: made from another corpus, model or setting .*--overwrite"):
+        tiny_stages(tone_corpus, tmp_path, num_clusters=2).segments()
+    (tmp_path / "text.pt").write_bytes(b"broken")
+    with pytest.raises(ConfigError, match=r"text.pt: cannot read it: the file is truncated or corrupt"):
+        again.sentences()
+
+
+def test_stages_refuse_an_empty_text_split(tone_corpus, tmp_path):
+    from speechssl.wav2vec_u import Plan, Stages
+
+    root, utts = tone_corpus
+    with pytest.raises(ConfigError, match=r"unpaired text: expected at least one sentence in .*, found an empty split"):
+        Stages(tmp_path, root, utts, utts, [], band_energies, "x", Plan(0, 2, 2))
+
+
+def test_command_errors_are_one_line(tmp_path, capsys):
+    from speechssl.wav2vec_u import main
+
+    assert main(["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--data", "librispeech:/x"]) == 2
+    assert "--data: this command reads the synthetic corpus" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read the --model features: no checkpoint at" in err

@@ -13,13 +13,17 @@ learning rates, and the stepping network's gradients clipped to norm 5 (``clip_n
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from .checkpoint import CheckpointError, save_checkpoint
 from .errors import config_error
 from .metrics import phone_error_rate
 from .models.wav2vec_u import Wav2VecU
@@ -87,14 +91,30 @@ def evaluate(model: Wav2VecU, features: torch.Tensor, lengths: torch.Tensor, lm:
     return weighted_lm_ppl(lm, hyps, inventory), per, hyps
 
 
+def _read_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated zip, a pickle error: damaged after it was written
+        raise CheckpointError(f"{path}: cannot resume the GAN from it: the file is truncated or corrupt "
+                              f"({type(e).__name__}); delete it to start the run over") from None
+    if not isinstance(state, dict) or "update" not in state:
+        raise CheckpointError(f"{path}: expected a GAN checkpoint of train_gan, found another kind of file")
+    return state
+
+
 def _adam(params, lr: float, cfg: GanTrainConfig, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=weight_decay)
 
 
 def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
-              on_eval: Callable[[int, dict[str, float]], Any] | None = None) -> list[Any]:
+              on_eval: Callable[[int, dict[str, float]], Any] | None = None,
+              checkpoint: str | os.PathLike | None = None) -> list[Any]:
     """Train ``model`` for ``cfg.max_updates`` updates; every ``eval_every`` updates (and at the end) call
-    ``on_eval(update, mean losses since the last call)`` and keep what it returns."""
+    ``on_eval(update, mean losses since the last call)`` and keep what it returns.
+
+    With ``checkpoint``, the whole state (both networks, both optimisers, the batch and dropout generators,
+    the history) is written there atomically after every evaluation, and a run that finds one continues from
+    it, drawing the same batches as an uninterrupted run."""
     rng = torch.Generator().manual_seed(cfg.seed)
     opt_g = _adam(model.generator.parameters(), cfg.lr_generator, cfg, 0.0)
     opt_d = _adam(model.discriminator.parameters(), cfg.lr_discriminator, cfg, cfg.weight_decay_discriminator)
@@ -102,9 +122,21 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     history: list[Any] = []
+    first = 1
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = _read_state(Path(checkpoint))
+        if state.get("config") != dataclasses.asdict(cfg):
+            raise CheckpointError(f"{checkpoint}: written by a run with other settings ({state.get('config')}), "
+                                  f"this run has {dataclasses.asdict(cfg)}; delete it to start over")
+        model.load_state_dict(state["model"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.set_state(state["batches"])
+        torch.set_rng_state(state["dropout"])
+        history, first = state["history"], state["update"] + 1
     model.train()
     start = time.perf_counter()
-    for update in range(1, cfg.max_updates + 1):
+    for update in range(first, cfg.max_updates + 1):
         idx = torch.randint(n_audio, (min(cfg.batch_size, n_audio),), generator=rng)
         lengths = data.lengths[idx]
         x = data.features[idx, :int(lengths.max())]
@@ -116,7 +148,7 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
             net, opt = model.discriminator, opt_d
         else:
             losses, ppl = model.generator_loss(x, lengths, rng)
-            logged = {"prob_ppl": float(ppl)}
+            logged = {"prob_ppl": float(ppl.detach())}
             net, opt = model.generator, opt_g
         loss = sum(losses.values())
         if not torch.isfinite(loss):
@@ -136,5 +168,10 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
             if point is not None:
                 history.append(point)
             sums, counts = {}, {}
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {"config": dataclasses.asdict(cfg), "update": update, "history": history,
+                                             "model": model.state_dict(), "opt_g": opt_g.state_dict(),
+                                             "opt_d": opt_d.state_dict(), "batches": rng.get_state(),
+                                             "dropout": torch.get_rng_state()})
     return history
 

@@ -83,9 +83,9 @@ ITERATIONS: dict[str, dict[int, IterationPlan]] = {
 
 # -- teachers ---------------------------------------------------------------------------------------
 
-def load_hubert(path: str | os.PathLike) -> Hubert:
+def load_hubert(path: str | os.PathLike, purpose: str = "load the previous iteration's model") -> Hubert:
     """The HuBERT model of a run folder or checkpoint, rebuilt from the configuration stored with it."""
-    state = load_checkpoint(path, model_name="hubert", purpose="load the previous iteration's model")
+    state = load_checkpoint(path, model_name="hubert", purpose=purpose)
     model = Hubert(HubertConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.eval()

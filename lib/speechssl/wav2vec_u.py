@@ -1,20 +1,6 @@
 """The data sides of wav2vec-U (fairseq ``examples/wav2vec/unsupervised``) and its selection metric.
 
-Audio side (paper Sec. 2, fairseq ``scripts/prepare_audio.sh``): features of one Transformer layer,
-k-means with ``K = 128`` (``wav2vec_cluster_faiss.py``), PCA to 512 (``pca.py``), then
-
-- :func:`segment_means`: consecutive frames with the same cluster form a segment, represented by the mean
-  of its (PCA) features (``merge_clusters.py --pooling mean``);
-- :func:`pool_adjacent`: the mean of every two consecutive segments, an odd last segment standing alone
-  (``mean_pool.py``, ``subsample_rate 0.5``).
-
-Silence (Sec. 2.2, fairseq ``scripts/vads.py`` + ``remove_silence.py``): the paper removes silence from
-every split with rVAD and concatenates the voiced stretches. :func:`voiced_intervals` is a plain energy
-detector in rVAD's framing (25 ms windows every 10 ms): a frame is speech when its energy is 15 dB above
-the utterance's noise floor (its 5th-percentile frame energy), and pauses shorter than 0.1 s stay (stop
-closures are as quiet as silence). The synthetic corpus's silence is padding and pauses over a noise floor
-at -66 to -54 dBFS, a case for which the energy alone is a sound criterion; the chapter measures its
-agreement with the alignment's ``sil``. :func:`remove_silence` concatenates the voiced intervals.
+Audio side and silence: :mod:`speechssl.segmentation` (``AudioPipeline``).
 
 Text side (``prepare_text.sh``): a lexicon phonemises every word once (fairseq runs ``phonemize`` on the
 word list; this book runs the same eSpeak NG path as its corpus, :func:`lexicon`), then
@@ -23,14 +9,33 @@ probability 0.25 (``phonemize_with_sil.py -s 0.25 --surround``; Sec. 2.4). The c
 is ``<SIL>``.
 
 Unsupervised model selection (Sec. 3.3; fairseq ``unpaired_audio_text.py``): :func:`weighted_lm_ppl`.
+
+The command runs the whole of it on a pre-trained HuBERT's layer, each stage cached in its folder
+(``runs/wav2vec-u-<scale>``) and skipped when its output is there and was made from the same inputs:
+
+    python -m speechssl.wav2vec_u --scale tiny --model runs/hubert-tiny/iter2/model --layer 2
+
+1. **segments** (``segments.pt``): :class:`AudioPipeline` fitted on the pre-training split, applied to it
+   and to ``dev``;
+2. **text** (``text.pt``): the unpaired sentences through :func:`lexicon` and :func:`with_silence`, and
+   the phone 4-gram of the sentences without silence;
+3. **GAN** (``gan-seed<N>.pt``, one per seed): :func:`~speechssl.gan.train_gan` with the scale's
+   :data:`PLANS` entry, evaluated on ``dev`` every ``eval_every`` updates; an interrupted seed continues
+   from its last evaluation;
+4. **selection** (``selected.json``): the checkpoint of lowest ``weighted_lm_ppl`` over every seed and
+   evaluation. Dev PER is recorded beside it when the corpus has transcripts, and never used to choose.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import random
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -38,49 +43,16 @@ from torch.nn.utils.rnn import pad_sequence
 from .data.phones import PHONES, SILENCE
 from .errors import ConfigError
 from .ngram import PhoneLM
+from .segmentation import (AudioPipeline, SegmentedAudio, pool_adjacent, remove_silence, segment_means,
+                           voiced_intervals)
 
 __all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_inventory", "segment_means", "pool_adjacent", "lexicon", "with_silence",
-           "vocabulary_usage", "weighted_lm_ppl", "Selection", "pad_sequences"]
+           "vocabulary_usage", "weighted_lm_ppl", "Selection", "pad_sequences", "SegmentedAudio", "AudioPipeline",
+           "PLANS", "Plan", "Stages", "main"]
 
 
 class InventoryError(ConfigError):
     """Symbols outside the phone inventory, or two sides with different inventories."""
-
-
-def voiced_intervals(wav: torch.Tensor, *, sample_rate: int = 16_000, margin_db: float = 15.0,
-                     min_silence_s: float = 0.1) -> list[tuple[int, int]]:
-    """Voiced stretches ``(start, end)`` of a waveform, in samples (see the module notes)."""
-    win, hop = int(0.025 * sample_rate), int(0.010 * sample_rate)
-    wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1)
-    if wav.numel() < win:
-        return [(0, wav.numel())] if wav.numel() else []
-    frames = wav.unfold(0, win, hop)
-    energy = 10 * torch.log10(frames.square().mean(1) + 1e-10)
-    speech = energy > torch.quantile(energy, 0.05) + margin_db
-    # pauses shorter than min_silence_s count as speech
-    runs, counts = torch.unique_consecutive(speech, return_counts=True)
-    ends = counts.cumsum(0)
-    short = int(min_silence_s * sample_rate / hop)
-    for i, (is_speech, n) in enumerate(zip(runs.tolist(), counts.tolist())):
-        if not is_speech and 0 < i < len(runs) - 1 and n < short:
-            speech[ends[i] - n:ends[i]] = True
-    intervals: list[tuple[int, int]] = []
-    runs, counts = torch.unique_consecutive(speech, return_counts=True)
-    start = 0
-    for is_speech, n in zip(runs.tolist(), counts.tolist()):
-        if is_speech:
-            a, b = start * hop, min(wav.numel(), (start + n - 1) * hop + win)
-            intervals.append((a, b))
-        start += n
-    return intervals
-
-
-def remove_silence(wav: torch.Tensor, intervals: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """The voiced intervals of ``wav`` concatenated (fairseq ``remove_silence.py``); the whole waveform
-    when no interval was found, so that no utterance disappears."""
-    if not intervals:
-        return wav
-    return torch.cat([wav[a:b] for a, b in intervals])
 
 
 def check_inventory(sequences: Iterable[Sequence[str]], inventory: Sequence[str], source: str) -> None:
@@ -99,25 +71,6 @@ def check_same_inventory(audio: Sequence[str], text: Sequence[str]) -> None:
         raise InventoryError(f"the audio side's phone inventory ({len(audio)} symbols) and the text's "
                              f"({len(text)}) differ: only in audio {only_a or '-'}, only in text {only_t or '-'}"
                              + ("" if only_a or only_t else ", same symbols in another order"))
-
-
-def segment_means(features: torch.Tensor, clusters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of the features (T, D) over each run of equal consecutive cluster ids (T,); returns the
-    segments (S, D) and the number of frames of each (S,)."""
-    if features.ndim != 2 or clusters.shape != features.shape[:1]:
-        raise ValueError(f"expected features (T, D) and one cluster id per frame; found {tuple(features.shape)} "
-                         f"and {tuple(clusters.shape)}")
-    _, counts = torch.unique_consecutive(clusters, return_counts=True)
-    ends = counts.cumsum(0)
-    sums = torch.cat([features.new_zeros(1, features.size(1)), features.cumsum(0)])   # prefix sums
-    return (sums[ends] - sums[ends - counts]) / counts[:, None].to(features), counts
-
-
-def pool_adjacent(segments: torch.Tensor) -> torch.Tensor:
-    """The mean of segments (0, 1), (2, 3), ...; an odd last segment is kept as it is."""
-    s = segments.size(0)
-    pairs = segments[: s - s % 2].reshape(s // 2, 2, -1).mean(1)
-    return torch.cat([pairs, segments[s - s % 2:]])
 
 
 def lexicon(words: Iterable[str], voice: str = "en-us") -> dict[str, list[str]]:
@@ -216,87 +169,202 @@ def cipher_features(utterances: Sequence, dim: int, seed: int = 0, noise: float 
     return x, lengths, code
 
 
-@dataclass
-class SegmentedAudio:
-    """The GAN's audio input: per utterance, the pooled segment features and what they came from."""
+# -- the command --------------------------------------------------------------------------------------
 
-    features: list[torch.Tensor]           # (S_i, pca_dim) after adjacent pooling
-    clusters: list[torch.Tensor]           # (F_i,) k-means id of every voiced frame
-    segments: list[torch.Tensor]           # (S'_i,) frames per segment before adjacent pooling
-    kept: list[list[tuple[int, int]]]      # voiced intervals in samples ([] = VAD off)
+@dataclass(frozen=True)
+class Plan:
+    """A scale's run: the feature model's layer, ``K``, the PCA dimension, the GAN's and its training's
+    settings over ``w2vu.yaml``'s defaults, and the seeds the selection chooses among."""
+
+    layer: int
+    num_clusters: int
+    pca_dim: int
+    gan: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
 
 
-class AudioPipeline:
-    """Silence removal, k-means on a layer's frames, PCA, segment and adjacent pooling (module notes).
+PLANS = {
+    # the paper (Sec. 2.3, 4.1; w2vu.yaml; the README's sweep over seeds 0-4): K = 128, PCA 512, 150k updates
+    # of 160 utterances; its features are layer 14 of wav2vec 2.0 LARGE (here: any HuBERT of this library)
+    "full": Plan(14, 128, 512, seeds=(0, 1, 2, 3, 4)),
+    # one GPU: half of the PCA dimension and a quarter of the updates
+    "reduced": Plan(3, 128, 256, {"input_dim": 256}, {"max_updates": 40_000}, (0, 1, 2)),
+    # 2 CPU cores: K = 64 and PCA 32 on 24 minutes of audio (measured on HuBERT iteration 2's layer 2: 62
+    # pooled segments per utterance for 36 phones, 98.3% of the variance kept); a discriminator of 16 channels
+    # and batches of 32 make an update about 12 ms, so 8,000 updates per seed
+    "tiny": Plan(2, 64, 32, {"input_dim": 32, "discriminator_dim": 16}, {"batch_size": 32, "max_updates": 8_000},
+                 (0, 1)),
+}
 
-    ``fit`` learns k-means and PCA on the frames of the training utterances; ``transform`` applies them
-    to any split, the same way (fairseq applies the train centroids and PCA to every split; issue 3581:
-    test audio with its silence left in gave 89% PER against 24%).
-    """
 
-    def __init__(self, featurize, root, *, num_clusters: int = 128, pca_dim: int = 512, vad: bool = True,
-                 seed: int = 0, kmeans_init: int = 3):
-        if not isinstance(num_clusters, int) or num_clusters < 1:
-            raise ConfigError(f"num_clusters: expected a positive integer, found {num_clusters!r}")
-        if not isinstance(pca_dim, int) or pca_dim < 1:
-            raise ConfigError(f"pca_dim: expected a positive integer, found {pca_dim!r}")
-        self.featurize, self.root = featurize, root
-        self.num_clusters, self.pca_dim, self.vad, self.seed, self.kmeans_init = num_clusters, pca_dim, vad, seed, kmeans_init
-        self.kmeans = self.pca = None
+def _fingerprint(*parts) -> str:
+    from .units import fingerprint
 
-    def frames(self, utterances: Sequence) -> tuple[list[torch.Tensor], list[list[tuple[int, int]]]]:
-        """The layer's frames of every utterance, after silence removal, and the voiced intervals."""
-        from pathlib import Path
+    return fingerprint(*parts)
 
-        from .data.audio import load_audio
 
-        feats, kept = [], []
-        with torch.no_grad():
-            for u in utterances:
-                wav = load_audio(Path(self.root) / u.path)
-                iv = voiced_intervals(wav) if self.vad else []
-                feats.append(self.featurize(remove_silence(wav, iv)).float())
-                kept.append(iv)
-        return feats, kept
+class Stages:
+    """The command's four stages over ``train`` (unlabelled audio), ``dev`` and ``text`` (unpaired sentences)
+    of the corpus at ``root``, cached in ``folder``; ``featurize`` reads the layer, ``source`` names it."""
 
-    def fit(self, utterances: Sequence) -> "AudioPipeline":
-        self._fit(self.frames(utterances)[0])
-        return self
+    def __init__(self, folder, root, train: Sequence, dev: Sequence, text: Sequence, featurize, source: str,
+                 plan: Plan, *, silence_prob: float = 0.25):
+        if not text:
+            raise ConfigError(f"unpaired text: expected at least one sentence in {root}, found an empty split")
+        self.folder, self.root, self.train, self.dev, self.text = Path(folder), Path(root), train, dev, text
+        self.featurize, self.plan, self.silence_prob = featurize, plan, silence_prob
+        self.corpus = _fingerprint(sorted((u.id, u.num_samples) for u in [*train, *dev]))
+        self.source = source
 
-    def _fit(self, feats: list[torch.Tensor]) -> None:
-        from sklearn.decomposition import PCA
+    def _cached(self, name: str, key: str) -> dict | None:
+        path = self.folder / name
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ConfigError(f"{path}: cannot read it: the file is truncated or corrupt ({type(e).__name__}); "
+                              f"delete it, or pass --overwrite") from None
+        if state.get("key") != key:
+            raise ConfigError(f"{path}: made from another corpus, model or setting (fingerprint {state.get('key')}, "
+                              f"expected {key}); pass --overwrite to make every stage again, or use another --out")
+        return state
 
-        from .cluster import KMeans
+    def segments(self) -> dict:
+        """``{"train": [(S, D)], "dev": [(S, D)], "explained": PCA's explained variance ratio}``."""
+        from .checkpoint import save_checkpoint
 
-        x = torch.cat(feats)
-        if self.num_clusters > len(x):
-            raise ConfigError(f"num_clusters: expected at most the number of training frames ({len(x)}), "
-                              f"found {self.num_clusters}")
-        if self.pca_dim > x.shape[1]:
-            raise ConfigError(f"pca_dim: expected at most the feature dimension ({x.shape[1]}), found {self.pca_dim}")
-        # fairseq: faiss k-means (50 iterations, 3 restarts) on the raw layer features, no PCA before it
-        self.kmeans = KMeans(self.num_clusters, n_init=self.kmeans_init, seed=self.seed, progress=False).fit(x)
-        # fairseq pca.py: faiss.PCAMatrix(d, pca_dim, eigen_power=0), i.e. no whitening
-        self.pca = PCA(self.pca_dim, random_state=self.seed).fit(x.numpy())
+        p = self.plan
+        key = _fingerprint(self.source, self.corpus, p.num_clusters, p.pca_dim)
+        state = self._cached("segments.pt", key)
+        if state is None:
+            pipe = AudioPipeline(self.featurize, self.root, num_clusters=p.num_clusters, pca_dim=p.pca_dim)
+            train = pipe.fit_transform(self.train)
+            state = {"key": key, "train": train.features, "dev": pipe.transform(self.dev).features,
+                     "explained": float(pipe.pca.explained_variance_ratio_.sum())}
+            save_checkpoint(self.folder / "segments.pt", state)
+        return state
 
-    def fit_transform(self, utterances: Sequence) -> SegmentedAudio:
-        """:meth:`fit` on ``utterances`` and their segments, reading and featurising them once."""
-        feats, kept = self.frames(utterances)
-        self._fit(feats)
-        return self._segment(feats, kept)
+    def sentences(self) -> dict:
+        """``{"with_silence": [[phone]], "plain": [[phone]]}``: the text the discriminator reads, and the LM's."""
+        from .checkpoint import save_checkpoint
 
-    def transform(self, utterances: Sequence) -> SegmentedAudio:
-        if self.kmeans is None:
-            raise RuntimeError("AudioPipeline.transform: call fit() on the training utterances first")
-        return self._segment(*self.frames(utterances))
+        key = _fingerprint(sorted((s.id, tuple(s.words)) for s in self.text), self.silence_prob)
+        state = self._cached("text.pt", key)
+        if state is None:
+            lex = lexicon(w for s in self.text for w in s.words)
+            words = [[lex[w] for w in s.words] for s in self.text]
+            rng = random.Random(0)
+            state = {"key": key, "plain": [[p for w in ws for p in w] for ws in words],
+                     "with_silence": [with_silence(ws, self.silence_prob, rng) for ws in words]}
+            check_inventory(state["plain"], PHONES, "unpaired text (through the lexicon)")
+            save_checkpoint(self.folder / "text.pt", state)
+        return state
 
-    def _segment(self, feats: list[torch.Tensor], kept: list[list[tuple[int, int]]]) -> SegmentedAudio:
-        out = SegmentedAudio([], [], [], kept)
-        for f in feats:
-            ids = torch.as_tensor(self.kmeans.predict(f)).long()
-            z = torch.from_numpy(self.pca.transform(f.numpy())).float()
-            seg, counts = segment_means(z, ids)
-            out.features.append(pool_adjacent(seg))
-            out.clusters.append(ids)
-            out.segments.append(counts)
+    def gan(self, seed: int, on_eval=None) -> list[dict]:
+        """Seed ``seed``'s GAN run: one entry per evaluation (update, losses, the selection metric, dev PER
+        when there are transcripts, and the generator's weights)."""
+        from .gan import GanData, GanTrainConfig, evaluate, train_gan
+        from .models.wav2vec_u import GanConfig, Wav2VecU
+
+        seg, text = self.segments(), self.sentences()
+        lm = PhoneLM(text["plain"], order=4)
+        x, lengths = pad_sequences(seg["train"])
+        dx, dlengths = pad_sequences(seg["dev"])
+        y, ylengths = text_batches(text["with_silence"])
+        refs = [u.phones for u in self.dev] if all(getattr(u, "phones", None) for u in self.dev) else None
+        torch.manual_seed(seed)
+        model = Wav2VecU(GanConfig(**{"input_dim": x.size(-1), **self.plan.gan}))
+        cfg = GanTrainConfig(**{**self.plan.train, "seed": seed})
+
+        def point(update, means):
+            sel, per, _ = evaluate(model, dx, dlengths, lm, PHONES, refs)
+            out = {"update": update, **means, "lm_ppl": sel.lm_ppl, "usage": sel.usage,
+                   "weighted_lm_ppl": sel.weighted_lm_ppl, "dev_per": per, "seed": seed,
+                   "generator": {k: v.clone() for k, v in model.generator.state_dict().items()}}
+            if on_eval is not None:
+                on_eval(out)
+            return out
+
+        path = self.folder / f"gan-seed{seed}.pt"
+        return train_gan(model, GanData(x, lengths, y, ylengths), cfg, on_eval=point, checkpoint=path)
+
+    def select(self, histories: Sequence[Sequence[dict]]) -> dict:
+        """The evaluation of lowest ``weighted_lm_ppl`` over every seed and update (``selected.json``)."""
+        best = min((h for hs in histories for h in hs), key=lambda h: h["weighted_lm_ppl"])
+        out = {k: v for k, v in best.items() if k != "generator"}
+        (self.folder / "selected.json").write_text(json.dumps(out, indent=1) + "\n")
         return out
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    from .cli import add_data_options
+
+    p = argparse.ArgumentParser(prog="python -m speechssl.wav2vec_u", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="run folder or checkpoint of a pre-trained HuBERT")
+    p.add_argument("--layer", type=int, default=None, help="its Transformer layer (0: its input); default: the scale's")
+    p.add_argument("--num-clusters", type=int, default=None, help="K of the segmenting k-means")
+    p.add_argument("--pca-dim", type=int, default=None, help="PCA dimension of the segment features")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="GAN seeds to select among")
+    p.add_argument("--max-updates", type=int, default=None, help="GAN updates per seed")
+    p.add_argument("--out", default=None, help="folder of the stages (default: <runs_dir>/wav2vec-u-<scale>)")
+    p.add_argument("--overwrite", action="store_true", help="make every stage again")
+    add_data_options(p, split="pretrain")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 2 for a bad command line, input or cached stage, 1 for a failed run, 0 on success."""
+    import dataclasses
+    import shutil
+
+    from . import paths
+    from .cli import load_split, run_command
+    from .data.manifest import read_manifest, read_unpaired_text
+    from .hubert import layer_featurizer, load_hubert
+    from .recipes import recipe
+
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
+
+    def body(info) -> int:
+        scale = args.scale or paths.scale()
+        if args.data != "synth":
+            raise ConfigError("--data: this command reads the synthetic corpus, whose unpaired text split it needs; "
+                              f"found {args.data!r}")
+        plan = PLANS[scale]
+        train = dict(plan.train, **({"max_updates": args.max_updates} if args.max_updates else {}))
+        plan = dataclasses.replace(plan, layer=plan.layer if args.layer is None else args.layer,
+                                   num_clusters=args.num_clusters or plan.num_clusters,
+                                   pca_dim=args.pca_dim or plan.pca_dim, train=train,
+                                   seeds=tuple(args.seeds or plan.seeds))
+        plan = dataclasses.replace(plan, gan={**plan.gan, "input_dim": plan.pca_dim})
+        folder = Path(args.out or paths.runs_dir() / f"wav2vec-u-{scale}")
+        if args.overwrite and folder.exists():
+            shutil.rmtree(folder)
+        model = load_hubert(args.model, purpose="read the --model features")
+        featurize = layer_featurizer(model, plan.layer)
+        splits, root, _ = load_split(recipe("hubert", scale), "synth", args.subsets, "pretrain", info)
+        stages = Stages(folder, root, [u for _, us in splits for u in us], read_manifest(root, "dev"),
+                        read_unpaired_text(root), featurize,
+                        _fingerprint("hubert-layer", plan.layer, sorted((k, v.numpy().tobytes()) for k, v in
+                                                                        model.state_dict().items())), plan)
+        seg = stages.segments()
+        print(f"segments: {sum(len(s) for s in seg['train']) / len(seg['train']):.1f} per utterance, "
+              f"PCA keeps {seg['explained']:.1%} of the variance", flush=True)
+        show = lambda h: print(f"seed {h['seed']} update {h['update']}: LM PPL {h['lm_ppl']:.1f}, usage "
+                               f"{h['usage']:.2f}, weighted {h['weighted_lm_ppl']:.1f}"
+                               + (f", dev PER {h['dev_per']:.3f}" if h["dev_per"] is not None else ""), flush=True)
+        histories = [stages.gan(s, on_eval=show) for s in plan.seeds]
+        best = stages.select(histories)
+        print(f"selected: seed {best['seed']} update {best['update']} (weighted_lm_ppl "
+              f"{best['weighted_lm_ppl']:.1f}); in {folder}")
+        return 0
+
+    return run_command(parser.prog, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
