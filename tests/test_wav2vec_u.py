@@ -434,6 +434,7 @@ def test_stages_are_cached_selected_without_labels_and_refused_when_made_from_ot
     runs = [stages.gan(s) for s in (0, 1)]
     assert [[h["update"] for h in r] for r in runs] == [[10, 20], [10, 20]]
     assert all(h["dev_per"] is None for r in runs for h in r)          # the tones have no transcripts
+    assert stages.baselines() is None
     best = stages.select(runs)
     assert best["weighted_lm_ppl"] == min(h["weighted_lm_ppl"] for r in runs for h in r)
     assert json.loads((tmp_path / "selected.json").read_text())["seed"] == best["seed"]
@@ -462,3 +463,51 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read the --model features: no checkpoint at" in err
+
+
+def test_lm_samples_follow_the_model():
+    """A bigram model of 'a b' and 'a c' sentences: every sample starts with a, then b or c, then ends;
+    the two endings come about equally often."""
+    lm = PhoneLM([["a", "b"], ["a", "c"]] * 50, order=2)
+    rng = random.Random(0)
+    samples = [lm.sample(rng) for _ in range(400)]
+    common = [s for s in samples if s in (["a", "b"], ["a", "c"])]
+    assert len(common) > 300                      # discounting leaves a little mass for other paths
+    assert 0.4 < sum(s == ["a", "b"] for s in common) / len(common) < 0.6
+    assert all(len(lm.sample(rng, max_length=3)) <= 3 for _ in range(20))
+
+
+def test_linear_ctc_learns_a_readable_code():
+    """With labels, the generator's one convolution reads a noisy substitution code of 6 phones nearly
+    perfectly: the supervised ceiling is a working reference."""
+    from speechssl.gan import linear_ctc
+    from speechssl.wav2vec_u import pad_sequences
+
+    g = torch.Generator().manual_seed(0)
+    code = torch.randn(6, 8, generator=g)
+    seqs = [torch.randint(0, 6, (int(n),), generator=g) for n in torch.randint(4, 12, (120,), generator=g)]
+    seqs = [s[torch.cat([torch.tensor([True]), s[1:] != s[:-1]])] for s in seqs]     # no repeats: one segment each
+    x, lengths = pad_sequences([code[s] + 0.1 * torch.randn(len(s), 8, generator=g) for s in seqs])
+    hyps = linear_ctc(x[:100], lengths[:100], [s.tolist() for s in seqs[:100]], x[100:], lengths[100:],
+                      num_phones=6, kernel=1, updates=300, lr=1e-2)
+    refs = [s.tolist() for s in seqs[100:]]
+    errors = sum(a != b for h, r in zip(hyps, refs) for a, b in zip(h, r)) + sum(abs(len(h) - len(r)) for h, r in zip(hyps, refs))
+    assert errors / sum(len(r) for r in refs) < 0.05
+
+
+def test_baselines_with_transcripts(tone_corpus, tmp_path):
+    import dataclasses
+    import json
+
+    from speechssl.wav2vec_u import Stages
+
+    stages = tiny_stages(tone_corpus, tmp_path)
+    label = lambda us: [dataclasses.replace(u, phones=["sil", "AE", "T", "sil"]) for u in us]
+    stages = Stages(tmp_path, stages.root, label(stages.train), label(stages.dev), stages.text, band_energies,
+                    "band energies", stages.plan)
+    base = stages.baselines(updates=5)
+    assert base["majority_phone"] == "AE"                     # 4 of the 27 text phones, T 3, the others fewer
+    assert base["majority"] == 0.5                            # "AE" against "AE T"
+    assert set(base) == {"key", "majority_phone", "majority", "lm_alone", "supervised_ceiling"}
+    assert 0 <= base["supervised_ceiling"] and 0 <= base["lm_alone"]
+    assert json.loads((tmp_path / "baselines.json").read_text()) == base

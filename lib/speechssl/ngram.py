@@ -23,6 +23,7 @@ over the vocabulary, so every symbol has a probability above zero. A history nev
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -85,6 +86,18 @@ class PhoneLM:
         if history not in self._backoff[n]:
             return lower
         return self._prob[n].get(history + (word,), 0.0) + self._backoff[n][history] * lower
+
+    def sample(self, rng: random.Random, max_length: int = 200) -> list[str]:
+        """One sentence drawn symbol by symbol from the model, up to ``</s>`` or ``max_length`` symbols (the
+        baseline "the language model alone": fluent phones that ignore the audio)."""
+        history, out = [BOS] * (self.order - 1), []
+        while len(out) < max_length:
+            w = rng.choices(self.vocabulary, weights=[self.prob(v, history) for v in self.vocabulary])[0]
+            if w == EOS:
+                break
+            out.append(w)
+            history = history[1:] + [w] if self.order > 1 else history
+        return out
 
     def sentence_logprob(self, sentence: Sequence[str]) -> float:
         """Natural log of ``p(sentence </s> | <s>)``."""

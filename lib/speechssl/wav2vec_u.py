@@ -23,7 +23,9 @@ The command runs the whole of it on a pre-trained HuBERT's layer, each stage cac
    :data:`PLANS` entry, evaluated on ``dev`` every ``eval_every`` updates; an interrupted seed continues
    from its last evaluation;
 4. **selection** (``selected.json``): the checkpoint of lowest ``weighted_lm_ppl`` over every seed and
-   evaluation. Dev PER is recorded beside it when the corpus has transcripts, and never used to choose.
+   evaluation. Dev PER is recorded beside it when the corpus has transcripts, and never used to choose;
+5. **references** (``baselines.json``, with transcripts only): the dev PER of the majority phone, of the
+   phone LM alone and of the supervised ceiling.
 """
 
 from __future__ import annotations
@@ -290,6 +292,41 @@ class Stages:
         path = self.folder / f"gan-seed{seed}.pt"
         return train_gan(model, GanData(x, lengths, y, ylengths), cfg, on_eval=point, checkpoint=path)
 
+    def baselines(self, updates: int = 1500) -> dict | None:
+        """Dev PER of what the GAN is measured against (``baselines.json``; ``None`` when the corpus has no
+        transcripts): always the text's most frequent phone, the phone LM alone (one sampled sentence per
+        utterance), and the supervised ceiling, the generator's architecture trained with CTC on the
+        training transcripts (:func:`~speechssl.gan.linear_ctc`). Labels are read only here."""
+        from .gan import linear_ctc
+        from .metrics import phone_error_rate
+
+        if not all(u.phones for u in [*self.train, *self.dev]):
+            return None
+        path = self.folder / "baselines.json"
+        key = _fingerprint(self.source, self.corpus, self.plan.num_clusters, self.plan.pca_dim, updates)
+        if path.is_file() and json.loads(path.read_text()).get("key") == key:
+            return json.loads(path.read_text())
+        refs = [phones_without_silence([PHONES.index(p) for p in u.phones]) for u in self.dev]
+        text = self.sentences()["plain"]
+        counts: dict[str, int] = {}
+        for sent in text:
+            for ph in sent:
+                counts[ph] = counts.get(ph, 0) + 1
+        majority = max(counts, key=counts.get)
+        lm, rng = PhoneLM(text, order=4), random.Random(0)
+        seg = self.segments()
+        x, lengths = pad_sequences(seg["train"])
+        dx, dlengths = pad_sequences(seg["dev"])
+        targets = [[PHONES.index(p) for p in u.phones if p != SILENCE] for u in self.train]
+        ceiling = linear_ctc(x, lengths, targets, dx, dlengths, num_phones=len(PHONES), updates=updates)
+        out = {"key": key, "majority_phone": majority,
+               "majority": phone_error_rate(refs, [[majority]] * len(refs)).rate,
+               "lm_alone": phone_error_rate(refs, [lm.sample(rng) for _ in refs]).rate,
+               "supervised_ceiling": phone_error_rate(refs, [[PHONES[i] for i in h] for h in ceiling]).rate}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        return out
+
     def select(self, histories: Sequence[Sequence[dict]]) -> dict:
         """The evaluation of lowest ``weighted_lm_ppl`` over every seed and update (``selected.json``)."""
         best = min((h for hs in histories for h in hs), key=lambda h: h["weighted_lm_ppl"])
@@ -360,7 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         histories = [stages.gan(s, on_eval=show) for s in plan.seeds]
         best = stages.select(histories)
         print(f"selected: seed {best['seed']} update {best['update']} (weighted_lm_ppl "
-              f"{best['weighted_lm_ppl']:.1f}); in {folder}")
+              f"{best['weighted_lm_ppl']:.1f})" + (f", dev PER {best['dev_per']:.3f}" if best["dev_per"] is not None
+                                                    else "") + f"; in {folder}")
+        base = stages.baselines()
+        if base is not None:
+            print(f"dev PER of the references: majority phone ({base['majority_phone']}) {base['majority']:.3f}, "
+                  f"the LM alone {base['lm_alone']:.3f}, supervised ceiling {base['supervised_ceiling']:.3f}")
         return 0
 
     return run_command(parser.prog, body)
