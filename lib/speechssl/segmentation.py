@@ -27,7 +27,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio", "AudioPipeline"]
+__all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio", "AudioPipeline"]
 
 
 def voiced_intervals(wav: torch.Tensor, *, sample_rate: int = 16_000, margin_db: float = 15.0,
@@ -64,6 +64,18 @@ def remove_silence(wav: torch.Tensor, intervals: Sequence[tuple[int, int]]) -> t
     if not intervals:
         return wav
     return torch.cat([wav[a:b] for a, b in intervals])
+
+
+def spliced_mfcc(wav: torch.Tensor, context: int = 4) -> torch.Tensor:
+    """The no-self-supervision input of the pipeline: 39-dim MFCC (chapter 0's), normalised per utterance
+    to zero mean and unit variance (CMVN), each frame joined with its ``context`` neighbours on either side
+    (edges repeated): ``(F, 39 * (2 * context + 1))`` at 100 Hz."""
+    from .features import mfcc
+
+    m = mfcc(wav)
+    m = (m - m.mean(0)) / m.std(0).clamp(min=1e-5)
+    padded = torch.cat([m[:1].expand(context, -1), m, m[-1:].expand(context, -1)])
+    return padded.unfold(0, 2 * context + 1, 1).transpose(1, 2).reshape(len(m), -1)
 
 
 def segment_means(features: torch.Tensor, clusters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
