@@ -410,7 +410,7 @@ def test_gan_resume_continues_the_same_run(tmp_path):
         assert torch.equal(va, vb), ka
     drop = lambda ps: [(u, {k: v for k, v in m.items() if k != "seconds"}) for u, m in ps]
     assert drop(again) == drop(points)
-    with pytest.raises(CheckpointError, match=r"gan.pt: written by a run with other settings"):
+    with pytest.raises(CheckpointError, match=r"gan.pt: written by a run with other settings \(train.max_updates 30 -> 40\)"):
         train_gan(Wav2VecU(CFG), toy_data(), GanTrainConfig(batch_size=6, max_updates=40, eval_every=10), checkpoint=ckpt)
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"gan.pt: cannot resume the GAN from it: the file is truncated or corrupt"):
@@ -445,6 +445,12 @@ def test_stages_are_cached_selected_without_labels_and_refused_when_made_from_ot
     assert json.loads((tmp_path / "selected.json").read_text())["seed"] == best["seed"]
     again = tiny_stages(tone_corpus, tmp_path)                          # every stage read back, none made again
     assert [h["weighted_lm_ppl"] for h in again.gan(0)] == [h["weighted_lm_ppl"] for h in runs[0]]
+    from speechssl.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match=r"gan-seed0.pt: written by a run with other settings "
+                                              r"\(model.discriminator_dim 4 -> 8\)"):
+        tiny_stages(tone_corpus, tmp_path, gan={"input_dim": 2, "discriminator_dim": 8}).gan(0)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["gan-seed0.pt", "gan-seed1.pt", "segments.pt",
+                                                          "selected.json", "text.pt"]      # no temporary file left
     with pytest.raises(ConfigError, match=r"segments.pt: made from another corpus, model or setting .*--overwrite"):
         tiny_stages(tone_corpus, tmp_path, num_clusters=2).segments()
     (tmp_path / "text.pt").write_bytes(b"broken")

@@ -91,6 +91,18 @@ def evaluate(model: Wav2VecU, features: torch.Tensor, lengths: torch.Tensor, lm:
     return weighted_lm_ppl(lm, hyps, inventory), per, hyps
 
 
+def _differences(saved: dict, current: dict) -> str:
+    """``part.field saved -> current`` for every setting that differs."""
+    out = []
+    for part, now in current.items():
+        was = saved.get(part)
+        if isinstance(now, dict) and isinstance(was, dict):
+            out += [f"{part}.{k} {was.get(k)!r} -> {v!r}" for k, v in now.items() if was.get(k) != v]
+        elif was != now:
+            out.append(f"{part} {was!r} -> {now!r}")
+    return ", ".join(out)
+
+
 def _read_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,13 +120,14 @@ def _adam(params, lr: float, cfg: GanTrainConfig, weight_decay: float) -> torch.
 
 def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
               on_eval: Callable[[int, dict[str, float]], Any] | None = None,
-              checkpoint: str | os.PathLike | None = None) -> list[Any]:
+              checkpoint: str | os.PathLike | None = None, data_key: str = "") -> list[Any]:
     """Train ``model`` for ``cfg.max_updates`` updates; every ``eval_every`` updates (and at the end) call
     ``on_eval(update, mean losses since the last call)`` and keep what it returns.
 
     With ``checkpoint``, the whole state (both networks, both optimisers, the batch and dropout generators,
     the history) is written there atomically after every evaluation, and a run that finds one continues from
-    it, drawing the same batches as an uninterrupted run."""
+    it, drawing the same batches as an uninterrupted run. A checkpoint of other settings (the model's, the
+    training's, or ``data_key``, which names the data) is refused."""
     rng = torch.Generator().manual_seed(cfg.seed)
     opt_g = _adam(model.generator.parameters(), cfg.lr_generator, cfg, 0.0)
     opt_d = _adam(model.discriminator.parameters(), cfg.lr_discriminator, cfg, cfg.weight_decay_discriminator)
@@ -123,11 +136,12 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     counts: dict[str, int] = {}
     history: list[Any] = []
     first = 1
+    settings = {"model": dataclasses.asdict(model.cfg), "train": dataclasses.asdict(cfg), "data": data_key}
     if checkpoint is not None and Path(checkpoint).is_file():
         state = _read_state(Path(checkpoint))
-        if state.get("config") != dataclasses.asdict(cfg):
-            raise CheckpointError(f"{checkpoint}: written by a run with other settings ({state.get('config')}), "
-                                  f"this run has {dataclasses.asdict(cfg)}; delete it to start over")
+        if state.get("config") != settings:
+            raise CheckpointError(f"{checkpoint}: written by a run with other settings "
+                                  f"({_differences(state.get('config') or {}, settings)}); delete it to start over")
         model.load_state_dict(state["model"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -169,7 +183,7 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
                 history.append(point)
             sums, counts = {}, {}
             if checkpoint is not None:
-                save_checkpoint(checkpoint, {"config": dataclasses.asdict(cfg), "update": update, "history": history,
+                save_checkpoint(checkpoint, {"config": settings, "update": update, "history": history,
                                              "model": model.state_dict(), "opt_g": opt_g.state_dict(),
                                              "opt_d": opt_d.state_dict(), "batches": rng.get_state(),
                                              "dropout": torch.get_rng_state()})

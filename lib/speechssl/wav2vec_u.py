@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -208,8 +209,16 @@ def _fingerprint(*parts) -> str:
     return fingerprint(*parts)
 
 
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 class Stages:
-    """The command's four stages over ``train`` (unlabelled audio), ``dev`` and ``text`` (unpaired sentences)
+    """The command's stages over ``train`` (unlabelled audio), ``dev`` and ``text`` (unpaired sentences)
     of the corpus at ``root``, cached in ``folder``; ``featurize`` reads the layer, ``source`` names it."""
 
     def __init__(self, folder, root, train: Sequence, dev: Sequence, text: Sequence, featurize, source: str,
@@ -277,7 +286,8 @@ class Stages:
         x, lengths = pad_sequences(seg["train"])
         dx, dlengths = pad_sequences(seg["dev"])
         y, ylengths = text_batches(text["with_silence"])
-        refs = [u.phones for u in self.dev] if all(getattr(u, "phones", None) for u in self.dev) else None
+        refs = ([[p for p in u.phones if p != SILENCE] for u in self.dev]
+                if all(getattr(u, "phones", None) for u in self.dev) else None)
         torch.manual_seed(seed)
         model = Wav2VecU(GanConfig(**{"input_dim": x.size(-1), **self.plan.gan}))
         cfg = GanTrainConfig(**{**self.plan.train, "seed": seed})
@@ -292,7 +302,8 @@ class Stages:
             return out
 
         path = self.folder / f"gan-seed{seed}.pt"
-        return train_gan(model, GanData(x, lengths, y, ylengths), cfg, on_eval=point, checkpoint=path)
+        return train_gan(model, GanData(x, lengths, y, ylengths), cfg, on_eval=point, checkpoint=path,
+                         data_key=_fingerprint(seg["key"], text["key"]))
 
     def baselines(self, updates: int = 1500) -> dict | None:
         """Dev PER of what the GAN is measured against (``baselines.json``; ``None`` when the corpus has no
@@ -306,8 +317,13 @@ class Stages:
             return None
         path = self.folder / "baselines.json"
         key = _fingerprint(self.source, self.corpus, self.plan.num_clusters, self.plan.pca_dim, updates)
-        if path.is_file() and json.loads(path.read_text()).get("key") == key:
-            return json.loads(path.read_text())
+        if path.is_file():
+            try:
+                cached = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                cached = {}                                  # unreadable: made again below
+            if cached.get("key") == key:
+                return cached
         refs = [phones_without_silence([PHONES.index(p) for p in u.phones]) for u in self.dev]
         text = self.sentences()["plain"]
         counts: dict[str, int] = {}
@@ -325,15 +341,14 @@ class Stages:
                "majority": phone_error_rate(refs, [[majority]] * len(refs)).rate,
                "lm_alone": phone_error_rate(refs, [lm.sample(rng) for _ in refs]).rate,
                "supervised_ceiling": phone_error_rate(refs, [[PHONES[i] for i in h] for h in ceiling]).rate}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=1) + "\n")
+        _write_json(path, out)
         return out
 
     def select(self, histories: Sequence[Sequence[dict]]) -> dict:
         """The evaluation of lowest ``weighted_lm_ppl`` over every seed and update (``selected.json``)."""
         best = min((h for hs in histories for h in hs), key=lambda h: h["weighted_lm_ppl"])
         out = {k: v for k, v in best.items() if k != "generator"}
-        (self.folder / "selected.json").write_text(json.dumps(out, indent=1) + "\n")
+        _write_json(self.folder / "selected.json", out)
         return out
 
 
