@@ -190,17 +190,18 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     return history
 
 
-
-def linear_ctc(features: torch.Tensor, lengths: torch.Tensor, targets: Sequence[Sequence[int]], eval_features: torch.Tensor,
-               eval_lengths: torch.Tensor, *, num_phones: int, kernel: int = 4, updates: int = 1500, batch_size: int = 32,
-               lr: float = 1e-3, seed: int = 0) -> list[list[int]]:
+def linear_ctc(features: torch.Tensor, lengths: torch.Tensor, targets: Sequence[Sequence[int]],
+               eval_features: torch.Tensor, eval_lengths: torch.Tensor, *, num_phones: int, kernel: int = 4,
+               updates: int = 1500, batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> list[list[int]]:
     """The supervised reference for the same inputs: the generator's architecture (one convolution of
-    ``kernel``) with one more output, CTC's blank (index 0; phone ``i`` is output ``i + 1``), trained with CTC on the phone ids ``targets`` (silence left
-    out) for ``updates`` Adam steps; returns the greedy CTC decoding of ``eval_features``.
+    ``kernel``) with one more output for CTC's blank (output ``BLANK = 0``; phone ``i`` is output ``i + 1``),
+    trained with CTC on the phone ids ``targets`` (silence left out) for ``updates`` Adam steps; returns the
+    greedy CTC decoding of ``eval_features`` as phone ids.
 
     On segment features with ``kernel=4`` it is the ceiling of the GAN (the same generator, with labels); on a
     layer's frames with ``kernel=1`` it is the paper's criterion for the layer (Sec. 2.2, Fig. 2: a linear CTC
     phone probe on each block)."""
+    from .data.transcripts import BLANK
     from .decoding import greedy_decode
     from .models.wav2vec_u import GanConfig, Generator
 
@@ -208,7 +209,7 @@ def linear_ctc(features: torch.Tensor, lengths: torch.Tensor, targets: Sequence[
     torch.manual_seed(seed)
     net = Generator(GanConfig(input_dim=features.size(-1), num_phones=num_phones + 1, generator_kernel=kernel))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    flat = [torch.as_tensor(t, dtype=torch.long) + 1 for t in targets]          # 0 is the blank (BLANK)
+    flat = [torch.as_tensor(t, dtype=torch.long) + 1 for t in targets]
     target_lengths = torch.tensor([len(t) for t in flat])
     net.train()
     for _ in range(updates):
@@ -216,7 +217,7 @@ def linear_ctc(features: torch.Tensor, lengths: torch.Tensor, targets: Sequence[
         n = lengths[idx]
         logits, out = net(features[idx, :int(n.max())], n)
         loss = torch.nn.functional.ctc_loss(logits.log_softmax(-1).transpose(0, 1), torch.cat([flat[i] for i in idx]),
-                                            out, target_lengths[idx], blank=0, reduction="mean",
+                                            out, target_lengths[idx], blank=BLANK, reduction="mean",
                                             zero_infinity=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()

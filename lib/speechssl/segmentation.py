@@ -27,7 +27,8 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio", "AudioPipeline"]
+__all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio",
+           "AudioPipeline"]
 
 
 def voiced_intervals(wav: torch.Tensor, *, sample_rate: int = 16_000, margin_db: float = 15.0,
@@ -122,7 +123,8 @@ class AudioPipeline:
         if not isinstance(pca_dim, int) or pca_dim < 1:
             raise ConfigError(f"pca_dim: expected a positive integer, found {pca_dim!r}")
         self.featurize, self.root = featurize, root
-        self.num_clusters, self.pca_dim, self.vad, self.seed, self.kmeans_init = num_clusters, pca_dim, vad, seed, kmeans_init
+        self.num_clusters, self.pca_dim, self.vad = num_clusters, pca_dim, vad
+        self.seed, self.kmeans_init = seed, kmeans_init
         self.kmeans = self.pca = None
 
     def frames(self, utterances: Sequence) -> tuple[list[torch.Tensor], list[list[tuple[int, int]]]]:

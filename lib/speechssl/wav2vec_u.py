@@ -49,9 +49,9 @@ from .ngram import PhoneLM
 from .segmentation import (AudioPipeline, SegmentedAudio, pool_adjacent, remove_silence, segment_means,
                            spliced_mfcc, voiced_intervals)
 
-__all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_inventory", "segment_means", "pool_adjacent", "lexicon", "with_silence",
-           "vocabulary_usage", "weighted_lm_ppl", "Selection", "pad_sequences", "SegmentedAudio", "AudioPipeline",
-           "PLANS", "Plan", "Stages", "main"]
+__all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_inventory", "segment_means", "pool_adjacent",
+           "lexicon", "with_silence", "vocabulary_usage", "weighted_lm_ppl", "Selection", "pad_sequences",
+           "SegmentedAudio", "AudioPipeline", "PLANS", "Plan", "Stages", "main"]
 
 
 class InventoryError(ConfigError):
