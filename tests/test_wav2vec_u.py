@@ -535,3 +535,85 @@ def test_spliced_mfcc_joins_normalised_neighbours():
     assert s.shape == (len(m), 39 * 5)
     assert torch.allclose(s[10].reshape(5, 39), z[8:13], atol=1e-5)
     assert torch.allclose(s[0].reshape(5, 39)[:3], z[0].expand(3, -1), atol=1e-5)    # the edge repeated
+
+
+# ---- segment boundaries, confusion counts, the cipher's solution -----------------------------------------
+
+def test_boundary_scores_match_each_boundary_once_within_the_tolerance():
+    from speechssl.segmentation import boundary_scores
+
+    s = boundary_scores([100, 105, 400, 900], [98, 395, 700], tolerance=10)
+    assert (s.found, s.reference, s.matched) == (4, 3, 2)          # 105 cannot take 98 a second time
+    assert s.precision == 0.5 and s.recall == pytest.approx(2 / 3) and s.f1 == pytest.approx(4 / 7)
+    total = s + boundary_scores([], [5], tolerance=10)
+    assert (total.found, total.reference, total.matched) == (4, 4, 2)
+    assert boundary_scores([], [], 1).f1 == 0.0
+
+
+def test_segment_boundaries_map_the_voiced_timeline_back_to_the_waveform():
+    """Frames every 20 ms (window 400, hop 320): segments of 2, 4, 3 frames end at frames 2 and 6 of the
+    concatenated voiced audio, 680 and 1960 samples in; those land in the first voiced interval and, after the
+    removed silence, in the second."""
+    from speechssl.frames import MODEL_FRAMES
+    from speechssl.segmentation import phone_boundaries, segment_boundaries, to_original
+
+    assert to_original([0, 999, 1000, 1500], [(500, 1500), (3000, 4000)]) == [500, 1499, 3000, 3500]
+    assert to_original([7], []) == [7]
+    mid = (MODEL_FRAMES.window - MODEL_FRAMES.hop) // 2                    # 40 samples after a frame's start
+    unpooled = segment_boundaries([2, 4, 3], [(1000, 2000), (5000, 9000)], pooled=False)
+    assert unpooled == [1000 + 2 * 320 + mid, 5000 + 6 * 320 + mid - 1000]
+    assert segment_boundaries([2, 4, 3], [], pooled=True) == [6 * 320 + mid]     # (2 + 4), then 3 alone
+    alignment = [("sil", 0, 1000), ("AE", 1000, 1800), ("T", 1800, 5200), ("sil", 5200, 9000)]
+    assert phone_boundaries(alignment) == [1000, 1800, 5200]
+    assert phone_boundaries(alignment, [(1000, 2000), (5000, 9000)]) == [1000, 1800, 5200]
+    assert phone_boundaries(alignment, [(1500, 2000)]) == [1800]
+
+
+def test_confusion_counts_follow_the_edit_distance_alignment():
+    from speechssl.metrics import aligned_pairs, confusion_counts
+
+    assert aligned_pairs("abcd", "axcd") == [("a", "a"), ("b", "x"), ("c", "c"), ("d", "d")]
+    assert aligned_pairs("abcd", "abd") == [("a", "a"), ("b", "b"), ("c", None), ("d", "d")]
+    assert aligned_pairs("", "ab") == [(None, "a"), (None, "b")]
+    counts = confusion_counts(["abcd", "ab", "ab"], ["axcd", "bb", "b"], "abcdx")
+    assert counts[0, 0] == 1 and counts[1, 4] == 1 and counts[0, 1] == 1 and counts[1, 1] == 2
+    assert counts.sum() == 7                                           # the deleted a of "ab" -> "b" is left out
+
+
+def test_solution_weights_decipher_the_code():
+    """The matched filter on the generator's centre tap reads every segment of a 40-phone code right."""
+    from speechssl.wav2vec_u import solution_weights
+
+    g = torch.Generator().manual_seed(0)
+    code = torch.randn(40, 32, generator=g)
+    model = Wav2VecU(GanConfig(input_dim=32)).eval()
+    with torch.no_grad():
+        model.generator.proj.weight.copy_(solution_weights(code, 4, margin=10.0))
+    phones = torch.tensor([3, 7, 7, 1, 39, 0, 12])
+    logits, n = model.generator(code[phones][None], torch.tensor([7]))
+    assert logits[0, :7].argmax(-1).tolist() == phones.tolist()
+    assert torch.allclose(logits[0, torch.arange(7), phones], torch.full((7,), 10.0), atol=1e-4)
+
+
+def test_stages_score_the_test_split_and_the_cipher_reports_from_update_zero(tone_corpus, tmp_path):
+    import dataclasses
+
+    from speechssl.wav2vec_u import Stages
+
+    base = tiny_stages(tone_corpus, tmp_path)
+    label = lambda us: [dataclasses.replace(u, phones=["sil", "AE", "T", "sil"],
+                                            alignment=[("sil", 0, 800), ("AE", 800, 4000), ("T", 4000, 6400),
+                                                       ("sil", 6400, u.num_samples)]) for u in us]
+    stages = Stages(tmp_path, base.root, label(base.train), label(base.dev), base.text, band_energies,
+                    "band energies", base.plan, test=label(base.dev))
+    seg = stages.segments()
+    assert len(seg["test"]) == 1 and len(seg["dev_segments"]) == 1 and len(seg["dev_kept"]) == 1
+    run = stages.gan(0)
+    per, hyps = stages.score(run[-1], "test")
+    assert per is not None and per >= 0 and len(hyps) == 1 and "sil" not in hyps[0]
+    assert stages.score(run[-1], "dev")[0] == run[-1]["dev_per"]
+    wide = dataclasses.replace(base.plan, pca_dim=48, gan={"input_dim": 48, "discriminator_dim": 4})
+    cipher = Stages(tmp_path / "c", base.root, label(base.train), label(base.dev), base.text, band_energies,
+                    "band energies", wide).cipher(0, solved=10.0, max_updates=10)   # 40 codes need > 2 dimensions
+    assert [p["update"] for p in cipher] == [0, 10]
+    assert cipher[0]["dev_per"] == 0.0                                 # the solution reads the cipher exactly

@@ -30,7 +30,7 @@ from .models.wav2vec_u import Wav2VecU
 from .ngram import PhoneLM
 from .wav2vec_u import Selection, phones_without_silence, weighted_lm_ppl
 
-__all__ = ["GanData", "GanTrainConfig", "train_gan", "decode", "evaluate", "linear_ctc"]
+__all__ = ["GanData", "GanTrainConfig", "train_gan", "track", "decode", "evaluate", "linear_ctc"]
 
 
 @dataclass
@@ -188,6 +188,31 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
                                              "opt_d": opt_d.state_dict(), "batches": rng.get_state(),
                                              "dropout": torch.get_rng_state()})
     return history
+
+
+def track(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, lm: PhoneLM, dev_features: torch.Tensor,
+          dev_lengths: torch.Tensor, references: Sequence[Sequence[str]] | None, *, inventory: Sequence[str] | None = None,
+          on_eval: Callable[[dict], Any] | None = None, evaluate_first: bool = False, **kwargs: Any) -> list[dict]:
+    """:func:`train_gan` with an evaluation on the dev features every ``cfg.eval_every`` updates: one dict per
+    evaluation with the update, the mean losses, the selection metric (``lm_ppl``, ``usage``,
+    ``weighted_lm_ppl``), the dev PER when ``references`` are given (``None`` otherwise; never used to
+    choose), the seed and a copy of the generator's weights; with ``evaluate_first``, also one before the first
+    update (update 0, no losses). ``kwargs`` go to :func:`train_gan`."""
+    from .data.phones import PHONES
+
+    inventory = PHONES if inventory is None else inventory
+
+    def point(update: int, means: dict[str, float]) -> dict:
+        sel, per, _ = evaluate(model, dev_features, dev_lengths, lm, inventory, references)
+        out = {"update": update, **means, "lm_ppl": sel.lm_ppl, "usage": sel.usage,
+               "weighted_lm_ppl": sel.weighted_lm_ppl, "dev_per": per, "seed": cfg.seed,
+               "generator": {k: v.clone() for k, v in model.generator.state_dict().items()}}
+        if on_eval is not None:
+            on_eval(out)
+        return out
+
+    first = [point(0, {})] if evaluate_first else []
+    return first + train_gan(model, data, cfg, on_eval=point, **kwargs)
 
 
 def linear_ctc(features: torch.Tensor, lengths: torch.Tensor, targets: Sequence[Sequence[int]],

@@ -181,3 +181,40 @@ def word_error_rate(pairs: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Err
     from .data.transcripts import letters_to_words
 
     return phone_error_rate([letters_to_words(r) for r, _ in pairs], [letters_to_words(h) for _, h in pairs])
+
+
+def aligned_pairs(reference: Sequence, hypothesis: Sequence) -> list[tuple[object, object]]:
+    """The ``(reference, hypothesis)`` symbol pairs of a minimum edit-distance alignment (matches and
+    substitutions; insertions and deletions pair a symbol with ``None``), for confusion matrices. Ties are
+    broken towards substitutions, then deletions."""
+    n, m = len(reference), len(hypothesis)
+    d = np.zeros((n + 1, m + 1), dtype=np.int64)
+    d[:, 0], d[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i, j] = min(d[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1]), d[i - 1, j] + 1, d[i, j - 1] + 1)
+    pairs: list[tuple[object, object]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and d[i, j] == d[i - 1, j - 1] + (reference[i - 1] != hypothesis[j - 1]):
+            pairs.append((reference[i - 1], hypothesis[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and d[i, j] == d[i - 1, j] + 1:
+            pairs.append((reference[i - 1], None))
+            i -= 1
+        else:
+            pairs.append((None, hypothesis[j - 1]))
+            j -= 1
+    return pairs[::-1]
+
+
+def confusion_counts(references: Sequence[Sequence], hypotheses: Sequence[Sequence], symbols: Sequence) -> np.ndarray:
+    """(reference symbol, hypothesis symbol) counts over the aligned pairs of every utterance; insertions and
+    deletions are left out."""
+    index = {s: i for i, s in enumerate(symbols)}
+    counts = np.zeros((len(symbols), len(symbols)), dtype=np.int64)
+    for r, h in zip(references, hypotheses):
+        for a, b in aligned_pairs(r, h):
+            if a is not None and b is not None:
+                counts[index[a], index[b]] += 1
+    return counts

@@ -19,6 +19,7 @@ agreement with the alignment's ``sil``. :func:`remove_silence` concatenates the 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio",
-           "AudioPipeline"]
+           "AudioPipeline", "to_original", "segment_boundaries", "phone_boundaries", "BoundaryScores", "boundary_scores",
+           "UtteranceSegmentation", "SegmentationView"]
 
 
 def voiced_intervals(wav: torch.Tensor, *, sample_rate: int = 16_000, margin_db: float = 15.0,
@@ -183,3 +185,116 @@ class AudioPipeline:
             out.clusters.append(ids)
             out.segments.append(counts)
         return out
+
+
+# -- segment boundaries against phone boundaries ---------------------------------------------------------
+
+def to_original(positions: Sequence[int], kept: Sequence[tuple[int, int]]) -> list[int]:
+    """Sample positions on the voiced timeline (the ``kept`` intervals concatenated) in the original waveform."""
+    if not kept:
+        return [int(p) for p in positions]
+    offsets = [0]
+    for a, b in kept:
+        offsets.append(offsets[-1] + b - a)
+    out = []
+    for p in positions:
+        k = min(bisect.bisect_right(offsets, p) - 1, len(kept) - 1)
+        out.append(int(kept[k][0] + p - offsets[k]))
+    return out
+
+
+def segment_boundaries(frames_per_segment: Sequence[int], kept: Sequence[tuple[int, int]], *, pooled: bool = True,
+                       grid=None) -> list[int]:
+    """Where one segment ends and the next begins, in samples of the original waveform: midway between the
+    centres of the last frame of a segment and the first of the next on ``grid`` (default: the models' 50 Hz
+    frames); with ``pooled``, the segments after :func:`pool_adjacent` (the GAN's input)."""
+    from .frames import MODEL_FRAMES
+
+    grid = grid or MODEL_FRAMES
+    counts = [int(c) for c in frames_per_segment]
+    if pooled:
+        counts = [sum(counts[i:i + 2]) for i in range(0, len(counts), 2)]
+    ends = torch.tensor(counts).cumsum(0)[:-1].tolist()
+    return to_original([f * grid.hop + (grid.window - grid.hop) // 2 for f in ends], kept)
+
+
+def phone_boundaries(alignment: Sequence[tuple[str, int, int]], kept: Sequence[tuple[int, int]] = ()) -> list[int]:
+    """The start of every phone but the first, in samples; given voiced intervals, only those inside one (a
+    boundary in removed silence cannot be found)."""
+    starts = [s for _, s, _ in alignment[1:]]
+    return [s for s in starts if not kept or any(a <= s < b for a, b in kept)]
+
+
+@dataclass(frozen=True)
+class BoundaryScores:
+    """Boundary detection counts: found boundaries, reference boundaries, and the one-to-one matches."""
+
+    found: int
+    reference: int
+    matched: int
+
+    @property
+    def precision(self) -> float:
+        return self.matched / self.found if self.found else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.matched / self.reference if self.reference else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def __add__(self, other: "BoundaryScores") -> "BoundaryScores":
+        return BoundaryScores(self.found + other.found, self.reference + other.reference, self.matched + other.matched)
+
+
+def boundary_scores(found: Sequence[int], reference: Sequence[int], tolerance: int) -> BoundaryScores:
+    """Match found boundaries to reference ones, each used at most once, when they are at most ``tolerance``
+    samples apart (the usual phone-segmentation score, e.g. 20 ms). On a line, walking both sorted lists and
+    matching the first pair within reach gives the largest such matching."""
+    f, r = sorted(found), sorted(reference)
+    i = j = matched = 0
+    while i < len(f) and j < len(r):
+        if abs(f[i] - r[j]) <= tolerance:
+            matched, i, j = matched + 1, i + 1, j + 1
+        elif f[i] < r[j]:
+            i += 1
+        else:
+            j += 1
+    return BoundaryScores(len(f), len(r), matched)
+
+
+@dataclass
+class UtteranceSegmentation:
+    """One utterance through silence removal, k-means and pooling, with its boundaries against the phones'."""
+
+    clusters: torch.Tensor                 # k-means id of every voiced frame
+    kept: list[tuple[int, int]]            # voiced intervals, in samples
+    boundaries: list[int]                  # segment boundaries, in samples of the original waveform
+    scores: BoundaryScores                 # against the phone boundaries inside the voiced intervals
+
+
+class SegmentationView:
+    """k-means of several sizes ``ks`` fitted on the frames of (at most ``max_utterances``) training utterances,
+    to see one utterance segmented at each size, pooled or not (the chapter's widget)."""
+
+    def __init__(self, featurize, root, train: Sequence, ks: Sequence[int], *, seed: int = 0,
+                 max_utterances: int = 100, tolerance: int = 320):
+        from .cluster import KMeans
+
+        self.pipe = AudioPipeline(featurize, root)
+        x = torch.cat(self.pipe.frames(train[:max_utterances])[0])
+        self.kmeans = {k: KMeans(k, n_init=1, seed=seed, progress=False).fit(x) for k in ks}
+        self.tolerance = tolerance
+
+    def __call__(self, utterance, k: int, pooled: bool = True) -> UtteranceSegmentation:
+        if k not in self.kmeans:
+            raise ConfigError(f"k: expected one of the fitted sizes {sorted(self.kmeans)}, found {k!r}")
+        frames, kept = self.pipe.frames([utterance])
+        ids = torch.as_tensor(self.kmeans[k].predict(frames[0])).long()
+        _, counts = torch.unique_consecutive(ids, return_counts=True)
+        found = segment_boundaries(counts.tolist(), kept[0], pooled=pooled)
+        return UtteranceSegmentation(ids, kept[0], found, boundary_scores(
+            found, phone_boundaries(utterance.alignment, kept[0]), self.tolerance))

@@ -121,12 +121,21 @@ def plot_cooccurrence(counts: np.ndarray, phones: Sequence[str], title: str = ""
     order = np.lexsort((-cond.max(0), cond.argmax(0)))
     if max_units:
         order = order[:max_units]
-    fig, ax = plt.subplots(figsize=(10, max(4.0, 1.2 + 0.13 * len(phones))))   # one 8 pt label per phone row
-    im = ax.imshow(cond[:, order], aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks(range(len(phones)), phones, fontsize=MIN_FONT)
+    return _probability_map(cond[:, order], (10, max(4.0, 1.2 + 0.13 * len(phones))),   # one 8 pt label per row
+                            phones, None, "phone", xlabel, "p(phone | unit)", title, aspect="auto", fraction=0.03)
+
+
+def _probability_map(cond: np.ndarray, size: tuple[float, float], rows: Sequence[str], columns: Sequence[str] | None,
+                     ylabel: str, xlabel: str, label: str, title: str, **kwargs) -> plt.Figure:
+    """A heatmap of probabilities in [0, 1], one 8 pt label per row (and per column when named)."""
+    fig, ax = plt.subplots(figsize=size)
+    im = ax.imshow(cond, cmap="Blues", vmin=0, vmax=1, interpolation="nearest", aspect=kwargs.get("aspect", "equal"))
+    ax.set_yticks(range(len(rows)), rows, fontsize=MIN_FONT)
+    if columns is not None:
+        ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=MIN_FONT)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("phone")
-    fig.colorbar(im, ax=ax, label="p(phone | unit)", fraction=0.03)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(im, ax=ax, label=label, fraction=kwargs.get("fraction", 0.04))
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -351,3 +360,81 @@ def plot_ctc_lattice(alpha: np.ndarray, states: Sequence[str], title: str = "") 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_segmentation(alignment, clusters: np.ndarray, boundaries: Sequence[int], kept: Sequence[tuple[int, int]],
+                      num_samples: int, *, hop: int = 320, window: int = 400, sample_rate: int = 16000,
+                      title: str = "") -> plt.Figure:
+    """wav2vec-U's segmentation of one utterance under its phone alignment: the k-means cluster of every
+    voiced frame (coloured cells), removed silence (grey), segment boundaries (red) and phone boundaries
+    (black, phones named above)."""
+    from .segmentation import to_original
+
+    clusters = np.asarray(clusters)
+    fig, ax = plt.subplots(figsize=(10, 2.3))
+    cmap = plt.get_cmap("tab20")
+    starts = np.asarray(to_original([i * hop + (window - hop) // 2 for i in range(len(clusters))], kept)) / sample_rate
+    ax.bar(starts, np.full(len(starts), 0.5), width=hop / sample_rate, bottom=0.5, align="edge",
+           color=[cmap(c % 20) for c in clusters], lw=0)
+    gaps = [(0, kept[0][0])] + [(b, a) for (_, b), (a, _) in zip(kept, kept[1:])] + [(kept[-1][1], num_samples)] \
+        if kept else []
+    for i, (a, b) in enumerate(gaps):
+        if b > a:
+            ax.axvspan(a / sample_rate, b / sample_rate, color="0.85", lw=0, label="removed as silence" if i == 0 else None)
+    for i, b in enumerate(boundaries):
+        ax.plot([b / sample_rate] * 2, [0, 0.5], color="C3", lw=1.2, label="segment boundary" if i == 0 else None)
+    draw_alignment(ax, alignment, sample_rate)
+    for _, s, _ in alignment:
+        ax.plot([s / sample_rate] * 2, [0, 1], color="k", lw=0.8)
+    ax.set_xlim(0, num_samples / sample_rate)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0.25, 0.75], ["segments", "clusters"])
+    ax.set_xlabel("time (s)")
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, -0.25), ncol=2, fontsize=MIN_FONT, frameon=False)
+    if title:
+        ax.set_title(title, pad=22)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gan_history(histories: Sequence[Sequence[dict]], panels: Sequence[tuple[str, str]], title: str = ""
+                     ) -> plt.Figure:
+    """One panel per ``(key, label)`` of GAN evaluations (``update`` on x), one line per seed."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.6), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for h in histories:
+            pts = [(p["update"], p[key]) for p in h if p.get(key) is not None]
+            ax.plot(*zip(*pts), lw=1.2, marker=".", label=f"seed {h[0]['seed']}")
+        ax.set_xlabel("update")
+        ax.set_title(label)
+    axes[0][0].legend(fontsize=MIN_FONT)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_selection(histories: Sequence[Sequence[dict]], selected: dict, title: str = "") -> plt.Figure:
+    """The unsupervised metric against dev PER, one point per evaluation, one colour per seed; the selected
+    checkpoint ringed. PER is only drawn here, never used to choose."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for h in histories:
+        ax.scatter([p["weighted_lm_ppl"] for p in h], [p["dev_per"] for p in h], s=18, label=f"seed {h[0]['seed']}")
+    ax.scatter([selected["weighted_lm_ppl"]], [selected["dev_per"]], s=120, facecolors="none", edgecolors="k",
+               label="selected")
+    ax.set_xscale("log")
+    ax.set_xlabel("weighted LM perplexity (lower is better)")
+    ax.set_ylabel("dev PER")
+    ax.legend(fontsize=MIN_FONT)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(counts: np.ndarray, symbols: Sequence[str], title: str = "") -> plt.Figure:
+    """p(generated phone | true phone) over aligned pairs, rows the true phones."""
+    counts = np.asarray(counts, dtype=float)
+    cond = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    return _probability_map(cond, (7.5, 6.8), symbols, symbols, "true phone", "generated phone", "p(generated | true)",
+                            title)

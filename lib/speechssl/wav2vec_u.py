@@ -51,7 +51,8 @@ from .segmentation import (AudioPipeline, SegmentedAudio, pool_adjacent, remove_
 
 __all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_inventory", "segment_means", "pool_adjacent",
            "lexicon", "with_silence", "vocabulary_usage", "weighted_lm_ppl", "Selection", "pad_sequences",
-           "SegmentedAudio", "AudioPipeline", "PLANS", "Plan", "Stages", "main"]
+           "SegmentedAudio", "AudioPipeline", "PLANS", "Plan", "Stages", "main", "cipher_features", "solution_weights",
+           "layer_source", "mfcc_source"]
 
 
 class InventoryError(ConfigError):
@@ -172,6 +173,15 @@ def cipher_features(utterances: Sequence, dim: int, seed: int = 0, noise: float 
     return x, lengths, code
 
 
+def solution_weights(code: torch.Tensor, kernel: int, margin: float) -> torch.Tensor:
+    """Generator weights (V, D, kernel) that solve the cipher of ``code`` (V, D): on the tap that reads the
+    current segment (``kernel // 2``, the generator's left padding), phone ``p``'s filter is ``E[p]`` scaled so
+    that segment ``E[p]`` gives phone ``p`` the logit ``margin``; the other taps are zero."""
+    w = torch.zeros(code.size(0), code.size(1), kernel)
+    w[:, :, kernel // 2] = margin * code / code.square().sum(1, keepdim=True)
+    return w
+
+
 # -- the command --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -194,12 +204,12 @@ PLANS = {
     # one GPU: half of the PCA dimension and a quarter of the updates
     "reduced": Plan(3, 128, 256, {"input_dim": 256}, {"max_updates": 40_000}, (0, 1, 2)),
     # 2 CPU cores: K = 64 and PCA 32 on 24 minutes of audio; a discriminator of 16 channels and batches of 32
-    # make an update about 12 ms, so 8,000 updates per seed. The layer is the paper's criterion (Sec. 2.2,
-    # Fig. 2: a linear CTC phone probe on each block, ``gan.linear_ctc`` with kernel 1 and 1,500 updates on
-    # the pre-training split's frames) on HuBERT iteration 2: dev PER 0.722, 0.570, 0.591, 0.586, 0.620 for
-    # layers 0-4 (MFCC: 0.618), so layer 1
-    "tiny": Plan(1, 64, 32, {"input_dim": 32, "discriminator_dim": 16}, {"batch_size": 32, "max_updates": 8_000},
-                 (0, 1)),
+    # make an update about 15 ms, so three seeds of 2,000 updates fit a chapter's budget (GANs of 8,000 updates
+    # did not do better here). The layer is the paper's criterion (Sec. 2.2, Fig. 2: a linear CTC phone probe
+    # on each block, ``gan.linear_ctc`` with kernel 1 and 1,500 updates on the pre-training split's frames) on
+    # HuBERT iteration 2: dev PER 0.628, 0.597, 0.607, 0.648, 0.671 for layers 0-4 (MFCC: 0.671), so layer 1
+    "tiny": Plan(1, 64, 32, {"input_dim": 32, "discriminator_dim": 16},
+                 {"batch_size": 32, "max_updates": 2_000, "eval_every": 250}, (0, 1, 2)),
 }
 
 
@@ -217,17 +227,31 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def layer_source(model, layer: int):
+    """The featuriser of a HuBERT's ``layer`` and the fingerprint that names it (model weights and layer)."""
+    from .hubert import layer_featurizer
+
+    return layer_featurizer(model, layer), _fingerprint(
+        "hubert-layer", layer, sorted((k, v.numpy().tobytes()) for k, v in model.state_dict().items()))
+
+
+def mfcc_source():
+    """The spliced-MFCC featuriser (the baseline without self-supervision) and the fingerprint that names it."""
+    return spliced_mfcc, _fingerprint("spliced-mfcc-39x9")
+
+
 class Stages:
     """The command's stages over ``train`` (unlabelled audio), ``dev`` and ``text`` (unpaired sentences)
     of the corpus at ``root``, cached in ``folder``; ``featurize`` reads the layer, ``source`` names it."""
 
     def __init__(self, folder, root, train: Sequence, dev: Sequence, text: Sequence, featurize, source: str,
-                 plan: Plan, *, silence_prob: float = 0.25):
+                 plan: Plan, *, silence_prob: float = 0.25, test: Sequence = ()):
         if not text:
             raise ConfigError(f"unpaired text: expected at least one sentence in {root}, found an empty split")
         self.folder, self.root, self.train, self.dev, self.text = Path(folder), Path(root), train, dev, text
+        self.test = test
         self.featurize, self.plan, self.silence_prob = featurize, plan, silence_prob
-        self.corpus = _fingerprint(sorted((u.id, u.num_samples) for u in [*train, *dev]))
+        self.corpus = _fingerprint(sorted((u.id, u.num_samples) for u in [*train, *dev, *test]))
         self.source = source
 
     def _cached(self, name: str, key: str) -> dict | None:
@@ -245,7 +269,9 @@ class Stages:
         return state
 
     def segments(self) -> dict:
-        """``{"train": [(S, D)], "dev": [(S, D)], "explained": PCA's explained variance ratio}``."""
+        """``{"train": [(S, D)], "dev": [(S, D)], "test": [(S, D)], "explained": PCA's explained variance
+        ratio, "dev_segments": frames per segment before pooling, "dev_kept": voiced intervals}`` (``test`` is
+        empty without test utterances)."""
         from .checkpoint import save_checkpoint
 
         p = self.plan
@@ -253,9 +279,11 @@ class Stages:
         state = self._cached("segments.pt", key)
         if state is None:
             pipe = AudioPipeline(self.featurize, self.root, num_clusters=p.num_clusters, pca_dim=p.pca_dim)
-            train = pipe.fit_transform(self.train)
-            state = {"key": key, "train": train.features, "dev": pipe.transform(self.dev).features,
-                     "explained": float(pipe.pca.explained_variance_ratio_.sum())}
+            train, dev = pipe.fit_transform(self.train), pipe.transform(self.dev)
+            state = {"key": key, "train": train.features, "dev": dev.features,
+                     "test": pipe.transform(self.test).features if self.test else [],
+                     "explained": float(pipe.pca.explained_variance_ratio_.sum()),
+                     "dev_segments": dev.segments, "dev_kept": dev.kept}
             save_checkpoint(self.folder / "segments.pt", state)
         return state
 
@@ -278,32 +306,65 @@ class Stages:
     def gan(self, seed: int, on_eval=None) -> list[dict]:
         """Seed ``seed``'s GAN run: one entry per evaluation (update, losses, the selection metric, dev PER
         when there are transcripts, and the generator's weights)."""
-        from .gan import GanData, GanTrainConfig, evaluate, train_gan
+        from .gan import GanData, GanTrainConfig, track
         from .models.wav2vec_u import GanConfig, Wav2VecU
 
         seg, text = self.segments(), self.sentences()
-        lm = PhoneLM(text["plain"], order=4)
         x, lengths = pad_sequences(seg["train"])
-        dx, dlengths = pad_sequences(seg["dev"])
         y, ylengths = text_batches(text["with_silence"])
-        refs = ([[p for p in u.phones if p != SILENCE] for u in self.dev]
-                if all(getattr(u, "phones", None) for u in self.dev) else None)
         torch.manual_seed(seed)
         model = Wav2VecU(GanConfig(**{"input_dim": x.size(-1), **self.plan.gan}))
         cfg = GanTrainConfig(**{**self.plan.train, "seed": seed})
+        return track(model, GanData(x, lengths, y, ylengths), cfg, PhoneLM(text["plain"], order=4),
+                     *pad_sequences(seg["dev"]), self.references(self.dev), on_eval=on_eval,
+                     checkpoint=self.folder / f"gan-seed{seed}.pt", data_key=_fingerprint(seg["key"], text["key"]))
 
-        def point(update, means):
-            sel, per, _ = evaluate(model, dx, dlengths, lm, PHONES, refs)
-            out = {"update": update, **means, "lm_ppl": sel.lm_ppl, "usage": sel.usage,
-                   "weighted_lm_ppl": sel.weighted_lm_ppl, "dev_per": per, "seed": seed,
-                   "generator": {k: v.clone() for k, v in model.generator.state_dict().items()}}
-            if on_eval is not None:
-                on_eval(out)
-            return out
+    @staticmethod
+    def references(utterances: Sequence) -> list[list[str]] | None:
+        """The phone transcripts of ``utterances`` without ``sil``; ``None`` when any has none."""
+        if not all(getattr(u, "phones", None) for u in utterances):
+            return None
+        return [[p for p in u.phones if p != SILENCE] for u in utterances]
 
-        path = self.folder / f"gan-seed{seed}.pt"
-        return train_gan(model, GanData(x, lengths, y, ylengths), cfg, on_eval=point, checkpoint=path,
-                         data_key=_fingerprint(seg["key"], text["key"]))
+    def cipher(self, seed: int = 0, *, solved: float = 0.0, max_updates: int | None = None, on_eval=None) -> list[dict]:
+        """The GAN of this plan on a substitution cipher of the true segments (:func:`cipher_features` of
+        dimension ``pca_dim``, code seed 0) against the same text, evaluated on ``dev`` as :meth:`gan` is;
+        not cached. ``solved > 0`` starts the generator at the solution with that logit margin
+        (:func:`solution_weights`): whether training stays there tells whether the solution is a fixed point."""
+        from .gan import GanData, GanTrainConfig, track
+        from .models.wav2vec_u import GanConfig, Wav2VecU
+
+        x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
+        dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
+        text = self.sentences()
+        torch.manual_seed(seed)
+        model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan}))
+        if solved > 0:
+            with torch.no_grad():
+                model.generator.proj.weight.copy_(solution_weights(code, model.cfg.generator_kernel, solved))
+        train = {**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})}
+        return track(model, GanData(x, lengths, *text_batches(text["with_silence"])), GanTrainConfig(**train),
+                     PhoneLM(text["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
+                     evaluate_first=True)
+
+    def model(self, point: dict) -> "Wav2VecU":
+        """The GAN of this plan with the generator saved in an evaluation ``point`` of :meth:`gan`."""
+        from .models.wav2vec_u import GanConfig, Wav2VecU
+
+        model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan}))
+        model.generator.load_state_dict(point["generator"])
+        return model.eval()
+
+    def score(self, point: dict, split: str = "test") -> tuple[float | None, list[list[str]]]:
+        """PER of the generator of ``point`` on the ``dev`` or ``test`` segments (``None`` without transcripts)
+        and its phone sequences, ``sil`` removed."""
+        from .gan import evaluate
+
+        x, n = pad_sequences(self.segments()[split])
+        lm = PhoneLM(self.sentences()["plain"], order=4)
+        _, per, hyps = evaluate(self.model(point), x, n, lm, PHONES,
+                                self.references(self.test if split == "test" else self.dev))
+        return per, hyps
 
     def baselines(self, updates: int = 1500) -> dict | None:
         """Dev PER of what the GAN is measured against (``baselines.json``; ``None`` when the corpus has no
@@ -378,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import paths
     from .cli import load_split, run_command
     from .data.manifest import read_manifest, read_unpaired_text
-    from .hubert import layer_featurizer, load_hubert
+    from .hubert import load_hubert
     from .recipes import recipe
 
     parser = build_arg_parser()
@@ -400,15 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.overwrite and folder.exists():
             shutil.rmtree(folder)
         if args.model == "mfcc":
-            featurize, source = spliced_mfcc, _fingerprint("spliced-mfcc-39x9")
+            featurize, source = mfcc_source()
         else:
-            model = load_hubert(args.model, purpose="read the --model features")
-            featurize = layer_featurizer(model, plan.layer)
-            source = _fingerprint("hubert-layer", plan.layer,
-                                  sorted((k, v.numpy().tobytes()) for k, v in model.state_dict().items()))
+            featurize, source = layer_source(load_hubert(args.model, purpose="read the --model features"), plan.layer)
         splits, root, _ = load_split(recipe("hubert", scale), "synth", args.subsets, "pretrain", info)
         stages = Stages(folder, root, [u for _, us in splits for u in us], read_manifest(root, "dev"),
-                        read_unpaired_text(root), featurize, source, plan)
+                        read_unpaired_text(root), featurize, source, plan, test=read_manifest(root, "test"))
         seg = stages.segments()
         print(f"segments: {sum(len(s) for s in seg['train']) / len(seg['train']):.1f} per utterance, "
               f"PCA keeps {seg['explained']:.1%} of the variance", flush=True)
@@ -417,9 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                + (f", dev PER {h['dev_per']:.3f}" if h["dev_per"] is not None else ""), flush=True)
         histories = [stages.gan(s, on_eval=show) for s in plan.seeds]
         best = stages.select(histories)
+        best_point = next(h for hs in histories for h in hs if (h["seed"], h["update"]) == (best["seed"], best["update"]))
         print(f"selected: seed {best['seed']} update {best['update']} (weighted_lm_ppl "
               f"{best['weighted_lm_ppl']:.1f})" + (f", dev PER {best['dev_per']:.3f}" if best["dev_per"] is not None
                                                     else "") + f"; in {folder}")
+        per, _ = stages.score(best_point, "test")
+        if per is not None:
+            print(f"test PER of the selected generator: {per:.3f}")
         base = stages.baselines()
         if base is not None:
             print(f"dev PER of the references: majority phone ({base['majority_phone']}) {base['majority']:.3f}, "

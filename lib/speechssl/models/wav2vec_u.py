@@ -154,10 +154,12 @@ class Discriminator(nn.Module):
         d, k = cfg.discriminator_dim, cfg.discriminator_kernel
         # causal: ``k - 1`` zeros on the left only (fairseq pads ``k - 1`` on both sides, then
         # ``SamePad(causal=True)`` drops the last ``k - 1`` outputs: the same thing)
+        # (w2vu.yaml has no dropout here: an identity then, since a dropout of 0 still costs a pass over the input)
+        drop = lambda: nn.Dropout(cfg.discriminator_dropout) if cfg.discriminator_dropout > 0 else nn.Identity()
         inner = []
         for _ in range(cfg.discriminator_depth - 1):
-            inner += [TimeConv(d, d, k, k - 1, 0), nn.Dropout(cfg.discriminator_dropout), nn.GELU()]
-        self.net = nn.Sequential(TimeConv(cfg.num_phones, d, k, k - 1, 0), nn.Dropout(cfg.discriminator_dropout),
+            inner += [TimeConv(d, d, k, k - 1, 0), drop(), nn.GELU()]
+        self.net = nn.Sequential(TimeConv(cfg.num_phones, d, k, k - 1, 0), drop(),
                                  *inner, TimeConv(d, 1, k, k - 1, 0))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,12 +177,14 @@ def gradient_penalty(discriminator: Discriminator, real: torch.Tensor, fake: tor
     ``sum over samples of (||dC/dx|| - 1)^2``, the norm over time and phones together."""
     b, t = min(real.size(0), fake.size(0)), min(real.size(1), fake.size(1))
     real, fake = real[:b, :t], fake[:b, :t]
+    # [eq w2vu-gp]
     a = torch.rand(b, 1, 1, generator=generator).to(real)
     x = (a * real + (1 - a) * fake).requires_grad_(True)
     score = discriminator(x)
     grad, = torch.autograd.grad(score.sum(), x, create_graph=True)
     norms = grad.norm(2, dim=1) if norm == "time" else grad.flatten(1).norm(2, dim=1)
     return ((norms - 1) ** 2).sum()
+    # [/eq w2vu-gp]
 
 
 def smoothness_penalty(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -189,17 +193,21 @@ def smoothness_penalty(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
     into one run has no pair: 0 (fairseq's mean of an empty tensor is NaN, which ends the run)."""
     if logits.size(1) < 2:
         return logits.sum() * 0
+    # [eq w2vu-smooth]
     diff = (logits[:, :-1] - logits[:, 1:]) ** 2
     return (diff * lengths_mask(lengths, logits.size(1))[:, 1:, None]).mean()
+    # [/eq w2vu-smooth]
 
 
 def diversity_penalty(logits: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(V - PPL) / V`` and ``PPL``, the perplexity of the softmax averaged over the batch's valid
     steps (paper Eq. 4 as fairseq's ``code_pen``)."""
     v = logits.size(-1)
+    # [eq w2vu-pd]
     probs = logits[lengths_mask(lengths, logits.size(1))].softmax(-1).mean(0)
     ppl = torch.exp(-(probs * torch.log(probs + 1e-7)).sum())
     return (v - ppl) / v, ppl
+    # [/eq w2vu-pd]
 
 
 class Wav2VecU(nn.Module):
@@ -224,10 +232,12 @@ class Wav2VecU(nn.Module):
             fake_logits, fake_lengths = self.generate(features, lengths, rng=rng)
         fake = fake_logits.softmax(-1)
         real = F.one_hot(phones, self.cfg.num_phones).to(fake) * lengths_mask(phone_lengths, phones.size(1))[..., None]
+        # [eq w2vu-d]
         d_fake = self.discriminator(fake, fake_lengths)
         d_real = self.discriminator(real, phone_lengths)
         out = {"dense_d": F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake), reduction="sum"),
                "token_d": F.binary_cross_entropy_with_logits(d_real, torch.zeros_like(d_real), reduction="sum")}
+        # [/eq w2vu-d]
         if self.cfg.gradient_penalty > 0:
             out["grad_pen"] = self.cfg.gradient_penalty * gradient_penalty(self.discriminator, real, fake, rng,
                                                                                 self.cfg.penalty_norm)
@@ -238,6 +248,7 @@ class Wav2VecU(nn.Module):
         """Losses of a generator step (target "real" for its output, gamma L_sp, eta L_pd), and the
         perplexity of its average output."""
         logits, out_lengths = self.generate(features, lengths, rng=rng)
+        # [eq w2vu-g]
         d_fake = self.discriminator(logits.softmax(-1), out_lengths)
         batch = features.size(0)                                          # fairseq sample_size
         out = {"dense_g": F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake), reduction="sum")}
@@ -246,4 +257,5 @@ class Wav2VecU(nn.Module):
             out["code_pen"] = self.cfg.code_penalty * batch * pd
         if self.cfg.smoothness_weight > 0:
             out["smoothness"] = self.cfg.smoothness_weight * batch * smoothness_penalty(logits, out_lengths)
+        # [/eq w2vu-g]
         return out, ppl.detach()
