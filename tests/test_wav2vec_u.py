@@ -567,6 +567,13 @@ def test_segment_boundaries_map_the_voiced_timeline_back_to_the_waveform():
     assert phone_boundaries(alignment) == [1000, 1800, 5200]
     assert phone_boundaries(alignment, [(1000, 2000), (5000, 9000)]) == [1000, 1800, 5200]
     assert phone_boundaries(alignment, [(1500, 2000)]) == [1800]
+    from types import SimpleNamespace
+
+    from speechssl.segmentation import score_boundaries
+    u = SimpleNamespace(alignment=alignment)
+    total = score_boundaries([u, u], [[2, 4, 3], [3]], [[], []], pooled=False, tolerance=100)
+    assert (total.found, total.reference, total.matched) == (2, 6, 0)     # 680 and 1960 are far from 1000/1800/5200
+    assert score_boundaries([u], [[3, 2, 4]], [[]], pooled=False, tolerance=100).matched == 1   # 1000 against 1000
 
 
 def test_confusion_counts_follow_the_edit_distance_alignment():

@@ -29,7 +29,7 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio",
-           "AudioPipeline", "to_original", "segment_boundaries", "phone_boundaries", "BoundaryScores", "boundary_scores",
+           "AudioPipeline", "to_original", "segment_boundaries", "phone_boundaries", "BoundaryScores", "boundary_scores", "score_boundaries",
            "UtteranceSegmentation", "SegmentationView"]
 
 
@@ -264,6 +264,17 @@ def boundary_scores(found: Sequence[int], reference: Sequence[int], tolerance: i
         else:
             j += 1
     return BoundaryScores(len(f), len(r), matched)
+
+
+def score_boundaries(utterances: Sequence, frames_per_segment: Sequence, kept: Sequence, *, pooled: bool = True,
+                     tolerance: int = 320) -> BoundaryScores:
+    """The segment boundaries of every utterance against its phone boundaries, summed (tolerance in samples:
+    320 is 20 ms, one frame of the models); ``frames_per_segment`` and ``kept`` as :class:`SegmentedAudio` has them."""
+    total = BoundaryScores(0, 0, 0)
+    for u, counts, iv in zip(utterances, frames_per_segment, kept):
+        total += boundary_scores(segment_boundaries([int(c) for c in counts], iv, pooled=pooled),
+                                 phone_boundaries(u.alignment, iv), tolerance)
+    return total
 
 
 @dataclass
