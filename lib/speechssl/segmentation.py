@@ -29,8 +29,8 @@ import torch
 from .errors import ConfigError
 
 __all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio",
-           "AudioPipeline", "to_original", "segment_boundaries", "phone_boundaries", "BoundaryScores", "boundary_scores", "score_boundaries",
-           "UtteranceSegmentation", "SegmentationView"]
+           "AudioPipeline", "to_original", "segment_boundaries", "phone_boundaries", "BoundaryScores", "boundary_scores",
+           "score_boundaries", "UtteranceSegmentation", "SegmentationView"]
 
 
 def voiced_intervals(wav: torch.Tensor, *, sample_rate: int = 16_000, margin_db: float = 15.0,
