@@ -3,6 +3,6 @@
 # nbval (lax mode) over the chapters and the results page against their committed tiny-scale outputs.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 python -m pytest tests chapters book/results.ipynb \
-  --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p speechssl.testing.nbval_tolerance \
+  --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 -p speechssl.testing.nbval_tolerance \
   --nbval-sanitize-with tests/nbval_sanitize.cfg \
   -p no:cacheprovider "$@"

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import paths
+from . import kernels, paths
 from .data.dataset import collate_audio
 from .data.manifest import Utterance, read_frame_labels, read_manifest
 from .engine import seed_everything
@@ -74,13 +74,15 @@ class Chapter:
 
 def setup(seed: int = 0) -> Chapter:
     """Set a chapter up: the scale (``SPEECHSSL_SCALE``), seeds, figure style and the synthetic corpus of
-    the scale (generated when missing). At ``tiny`` scale torch uses 2 threads, as the stored outputs did."""
+    the scale (generated when missing). At ``tiny`` scale torch uses 2 threads, as the stored outputs did,
+    and the CPU kernels of :mod:`speechssl.kernels` (pinned when started from ``scripts/``)."""
     from .data.synth import ensure_corpus
     from .viz import setup_plots
 
     scale = paths.scale()
     if scale == "tiny":
         torch.set_num_threads(2)
+        kernels.pin()
     seed_everything(seed)
     setup_plots()
     root = Path(ensure_corpus(paths.corpus_dir(CORPUS[scale]), CORPUS[scale], seed=seed))
