@@ -1,0 +1,77 @@
+"""The pinned CPU kernel path (speechssl.kernels): scripted runs use it, and its bits do not depend on
+the instruction sets the CPU offers beyond AVX2."""
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speechssl import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 kernels")
+
+# A few training steps through the ops the models use: strided convolutions, GEMMs, layer norm, GELU,
+# softmax and a log-softmax loss, with Adam. Prints a hash of the weights after training.
+_TRAIN = """
+import hashlib, torch
+from speechssl import kernels
+kernels.pin()
+torch.set_num_threads(2)
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv1d(1, 32, 10, 5), torch.nn.GELU(), torch.nn.Conv1d(32, 32, 3, 2),
+                          torch.nn.GELU())
+head = torch.nn.Sequential(torch.nn.LayerNorm(32), torch.nn.Linear(32, 64), torch.nn.Softmax(-1),
+                           torch.nn.Linear(64, 8))
+opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-3)
+x, y = torch.randn(4, 1, 4000), torch.randint(0, 8, (4, 399))
+for _ in range(5):
+    logits = head(net(x).transpose(1, 2))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 8), y.reshape(-1))
+    opt.zero_grad(); loss.backward(); opt.step()
+print(kernels.pinned(), hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in
+      [*net.parameters(), *head.parameters()])).hexdigest())
+"""
+
+# What a CPU without AVX-512 (and AMX) would offer: MKL capped at AVX2, glibc's dispatch without them.
+_NO_AVX512 = {
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512DQ,-AVX512BW,-AVX512VL,-AVX512CD,-AVX512_FP16,"
+                      "-AMX_BF16,-AMX_TILE,-AMX_INT8",
+}
+
+
+def _train(**env: str) -> tuple[str, str]:
+    full = {k: v for k, v in os.environ.items() if k not in kernels.PINNED and k not in _NO_AVX512}
+    full["PYTHONPATH"] = str(ROOT / "lib")
+    out = subprocess.run([sys.executable, "-c", _TRAIN], env={**full, **env}, capture_output=True, text=True,
+                         check=True, timeout=300)
+    pinned, digest = out.stdout.split()
+    return pinned, digest
+
+
+@x86_only
+def test_pinned_path_gives_the_same_bits_without_avx512():
+    pinned, digest = _train(**kernels.PINNED)
+    assert pinned == "True"
+    assert _train(**kernels.PINNED, **_NO_AVX512) == (pinned, digest)
+
+
+@x86_only
+def test_an_unpinned_process_says_so():
+    assert _train()[0] == "False"
+
+
+@x86_only
+def test_scripts_run_the_pinned_path():
+    probe = 'from speechssl import kernels; kernels.pin(); print(kernels.pinned())'
+    out = subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m speechssl.kernels)"; '
+                                        f'{sys.executable} -c "{probe}"'],
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "lib")}, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "True"
+    assert 'eval "$(python -m speechssl.kernels)"' in (ROOT / "scripts" / "common.sh").read_text()
