@@ -8,19 +8,22 @@ one CPU to another. The ``tiny`` trainings are short and chaotic: those last bit
 runs (a codebook that collapses on one CPU and not on another), and the committed ``tiny`` outputs
 could then only be reproduced on the CPU that produced them.
 
-So every CPU run of the book (``scripts/common.sh`` exports :data:`PINNED`) uses one kernel path,
-at the AVX2 level that every x86-64 server CPU since 2013 (Intel Haswell, AMD Zen) has:
+So every CPU run of the book (``scripts/common.sh`` exports :data:`PINNED`) uses one kernel path, at
+the AVX-512 level (the foundation instructions F, CD, BW, DQ and VL of Intel Skylake-SP and later, AMD Zen 4
+and later), whatever newer extensions (VNNI, BF16, FP16, AMX) the CPU adds:
 
-- ``ATEN_CPU_CAPABILITY=avx2``: ATen's vectorised loops (and their SLEEF transcendentals) at AVX2;
-- ``MKL_CBWR=AVX2``: MKL's conditional numerical reproducibility, one GEMM code branch on every CPU;
-- ``OPENBLAS_CORETYPE=Haswell``: the same for NumPy's, SciPy's and scikit-learn's OpenBLAS;
+- ``ATEN_CPU_CAPABILITY=avx512``: ATen's vectorised loops (and their SLEEF transcendentals) at AVX-512;
+- ``MKL_CBWR=AVX512``: MKL's conditional numerical reproducibility, one GEMM code branch on every CPU;
+- ``OPENBLAS_CORETYPE=SkylakeX``: the same for NumPy's, SciPy's and scikit-learn's OpenBLAS;
 - oneDNN off (:func:`pin`): convolutions go through im2col and MKL's GEMM instead of oneDNN, whose
   blocking follows the cache sizes; no environment variable switches it off.
 
-Measured on a 2-core Xeon with AVX-512 (30 ``tiny`` updates, setup included, default path vs pinned):
-wav2vec 2.0 9.4 s vs 9.8 s, wav2vec 6.8 s vs 8.6 s, vq-wav2vec 5.0 s vs 7.3 s (its convolutions are
-slower without oneDNN). Hiding AVX-512 from MKL and glibc leaves the pinned path's bits unchanged
-(``tests/test_kernels.py``).
+The AVX2 level would also cover older CPUs, but it made the book's tiny runs about 1.5 times slower
+(chapter 5: 679 s against 422 s), more than CI's time allows. Measured on a 2-core Xeon with AVX-512 and AMX,
+60 ``tiny`` updates of wav2vec 2.0 with setup: 18.7 s with the CPU's own kernels and oneDNN off, 22.1 s with
+oneDNN on, 21.6 s on this path, 23.5 s on the AVX2 path. Hiding the extensions beyond AVX-512's foundation
+from MKL and glibc leaves this path's bits unchanged (``tests/test_kernels.py``). A CPU without AVX-512 runs
+its own kernels, and its trained numbers may differ from the stored ones.
 
 ``python -m speechssl.kernels`` prints the ``export`` lines that ``scripts/common.sh`` evaluates.
 """
@@ -32,7 +35,7 @@ import platform
 
 __all__ = ["PINNED", "pin", "pinned"]
 
-PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
+PINNED = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512", "OPENBLAS_CORETYPE": "SkylakeX"}
 
 
 def _x86() -> bool:
@@ -52,11 +55,11 @@ def pin() -> bool:
 
 
 def pinned() -> bool:
-    """Whether this process runs the pinned kernel path (always False off x86-64)."""
+    """Whether this process runs the pinned kernel path (always False off x86-64 and without AVX-512)."""
     import torch
 
     return (_x86() and all(os.environ.get(k) == v for k, v in PINNED.items())
-            and torch.backends.cpu.get_cpu_capability() == "AVX2" and not torch.backends.mkldnn.enabled)
+            and torch.backends.cpu.get_cpu_capability() == "AVX512" and not torch.backends.mkldnn.enabled)
 
 
 if __name__ == "__main__":
