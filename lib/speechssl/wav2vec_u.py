@@ -470,10 +470,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         seg = stages.segments()
         print(f"segments: {sum(len(s) for s in seg['train']) / len(seg['train']):.1f} per utterance, "
               f"PCA keeps {seg['explained']:.1%} of the variance", flush=True)
-        show = lambda h: print(f"seed {h['seed']} update {h['update']}: LM PPL {h['lm_ppl']:.1f}, usage "
-                               f"{h['usage']:.2f}, weighted {h['weighted_lm_ppl']:.1f}"
-                               + (f", dev PER {h['dev_per']:.3f}" if h["dev_per"] is not None else ""), flush=True)
+        shown = set()
+
+        def show(h):
+            shown.add((h["seed"], h["update"]))
+            print(f"seed {h['seed']} update {h['update']}: LM PPL {h['lm_ppl']:.1f}, usage {h['usage']:.2f}, weighted "
+                  f"{h['weighted_lm_ppl']:.1f}" + (f", dev PER {h['dev_per']:.3f}" if h["dev_per"] is not None else ""),
+                  flush=True)
+
         histories = [stages.gan(s, on_eval=show) for s in plan.seeds]
+        for h in (h for hs in histories for h in hs if (h["seed"], h["update"]) not in shown):
+            show(h)                                          # evaluations of a finished run, read from its file
         best = stages.select(histories)
         print(f"selected: seed {best['seed']} update {best['update']} (weighted_lm_ppl "
               f"{best['weighted_lm_ppl']:.1f})" + (f", dev PER {best['dev_per']:.3f}" if best["dev_per"] is not None
