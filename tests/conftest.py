@@ -8,7 +8,6 @@ import pytest
 import torch
 
 os.environ.setdefault("SPEECHSSL_PROGRESS", "0")
-torch.backends.mkldnn.enabled = False  # the kernels the chapters use (speechssl.kernels)
 
 
 @pytest.fixture(autouse=True)
