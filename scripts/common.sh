@@ -7,8 +7,8 @@ source scripts/activate.sh
 export SPEECHSSL_PROGRESS=${SPEECHSSL_PROGRESS:-0}
 export SPEECHSSL_SCALE=${SPEECHSSL_SCALE:-tiny}
 export PYDEVD_DISABLE_FILE_VALIDATION=1
-# One kernel path on every x86-64 CPU (AVX2 level, MKL's reproducible branch, no oneDNN), so that
-# the tiny trainings give the committed outputs on any machine: see lib/speechssl/kernels.py.
+# One kernel path on every x86-64 CPU with AVX-512 (MKL's reproducible branch, no oneDNN), so that
+# the tiny trainings give the committed outputs on any such machine: see lib/speechssl/kernels.py.
 eval "$(python -m speechssl.kernels)"
 # The tiny corpus is regenerated only when its configuration or the generator changed.
 python -m speechssl.data.synth --preset tiny --out "${SPEECHSSL_DATA:-data}/synth-tiny" --reuse

@@ -13,6 +13,7 @@ from speechssl import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def _avx512() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
@@ -48,7 +49,7 @@ print(kernels.pinned(), hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p
 
 # What a first AVX-512 CPU (Skylake-SP) would offer: MKL capped at AVX-512's foundation, oneDNN too, and
 # glibc's dispatch without the later extensions (VNNI, BF16, FP16, AMX).
-_NO_AVX512 = {
+_FOUNDATION_ONLY = {
     "MKL_ENABLE_INSTRUCTIONS": "AVX512",
     "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
     "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512_VNNI,-AVX512_BF16,-AVX512_FP16,-AVX_VNNI,-AMX_BF16,-AMX_TILE,"
@@ -57,7 +58,7 @@ _NO_AVX512 = {
 
 
 def _train(**env: str) -> tuple[str, str]:
-    full = {k: v for k, v in os.environ.items() if k not in kernels.PINNED and k not in _NO_AVX512}
+    full = {k: v for k, v in os.environ.items() if k not in kernels.PINNED and k not in _FOUNDATION_ONLY}
     full["PYTHONPATH"] = str(ROOT / "lib")
     out = subprocess.run([sys.executable, "-c", _TRAIN], env={**full, **env}, capture_output=True, text=True,
                          check=True, timeout=300)
@@ -69,7 +70,7 @@ def _train(**env: str) -> tuple[str, str]:
 def test_pinned_path_gives_the_same_bits_without_later_extensions():
     pinned, digest = _train(**kernels.PINNED)
     assert pinned == "True"
-    assert _train(**kernels.PINNED, **_NO_AVX512) == (pinned, digest)
+    assert _train(**kernels.PINNED, **_FOUNDATION_ONLY) == (pinned, digest)
 
 
 @x86_only

@@ -1,4 +1,4 @@
-"""The same bits on every x86-64 CPU: the kernels that CPU runs at ``tiny`` scale use.
+"""The same bits on every x86-64 CPU with AVX-512: the kernels that CPU runs at ``tiny`` scale use.
 
 PyTorch chooses its CPU kernels by the instruction sets of the machine: ATen's vectorised loops run
 with AVX-512 where the CPU has it and AVX2 where not, MKL picks a GEMM code branch per CPU, and oneDNN's
@@ -18,8 +18,8 @@ and later), whatever newer extensions (VNNI, BF16, FP16, AMX) the CPU adds:
 - oneDNN off (:func:`pin`): convolutions go through im2col and MKL's GEMM instead of oneDNN, whose
   blocking follows the cache sizes; no environment variable switches it off.
 
-The AVX2 level would also cover older CPUs, but it made the book's tiny runs about 1.5 times slower
-(chapter 5: 679 s against 422 s), more than CI's time allows. Measured on a 2-core Xeon with AVX-512 and AMX,
+The AVX2 level would also cover older CPUs, but the book's tiny runs were slower on it (chapter 5:
+679 s on the AVX2 path, 402 s on this one; chapters 0 to 5c: 73 min on the AVX2 path), more than CI's time allows. Measured on a 2-core Xeon with AVX-512 and AMX,
 60 ``tiny`` updates of wav2vec 2.0 with setup: 18.7 s with the CPU's own kernels and oneDNN off, 22.1 s with
 oneDNN on, 21.6 s on this path, 23.5 s on the AVX2 path. Hiding the extensions beyond AVX-512's foundation
 from MKL and glibc leaves this path's bits unchanged (``tests/test_kernels.py``). A CPU without AVX-512 runs

@@ -204,10 +204,13 @@ PLANS = {
     # one GPU: half of the PCA dimension and a quarter of the updates
     "reduced": Plan(3, 128, 256, {"input_dim": 256}, {"max_updates": 40_000}, (0, 1, 2)),
     # 2 CPU cores: K = 64 and PCA 32 on 24 minutes of audio; a discriminator of 16 channels and batches of 32
-    # make 2,000 updates with an evaluation every 250 take about 48 s, so three seeds fit a chapter's budget (runs
-    # of 8,000 updates, measured on an earlier HuBERT, came no closer to the supervised ceiling). The layer is the paper's criterion (Sec. 2.2, Fig. 2: a linear CTC phone probe
-    # on each block, ``gan.linear_ctc`` with kernel 1 and 1,500 updates on the pre-training split's frames) on
-    # HuBERT iteration 2: dev PER 0.628, 0.597, 0.607, 0.648, 0.671 for layers 0-4 (MFCC: 0.671), so layer 1
+    # made 2,000 updates with an evaluation every 250 take about 48 s with oneDNN's convolutions, so three seeds
+    # fit a chapter's budget; on the pinned kernel path (speechssl.kernels, no oneDNN) chapter 6 ran over 21 min
+    # (runs of 8,000 updates, measured on an earlier HuBERT, came no closer to the supervised ceiling). The layer
+    # is the paper's criterion (Sec. 2.2, Fig. 2: a linear CTC phone probe on each block, ``gan.linear_ctc`` with
+    # kernel 1 and 1,500 updates on the pre-training split's frames), measured on a HuBERT iteration 2 trained
+    # before the kernels were pinned: dev PER 0.628, 0.597, 0.607, 0.648, 0.671 for layers 0-4 (MFCC: 0.671),
+    # so layer 1
     "tiny": Plan(1, 64, 32, {"input_dim": 32, "discriminator_dim": 16},
                  {"batch_size": 32, "max_updates": 2_000, "eval_every": 250}, (0, 1, 2)),
 }
