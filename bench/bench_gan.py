@@ -7,6 +7,12 @@ matrix for the batch and multiplies. The reference below is that loop, written f
 forward and backward on the same logits; the ratio is reference time / our time (above 1: ours faster),
 the median of repeated runs taken in turns.
 
+Then the discriminator's convolutions: :class:`~speechssl.models.wav2vec_u.TimeConv` (one matrix product
+over the shifted copies of the input) against ``nn.Conv1d`` with the same weights, through what a
+discriminator step asks of them (forward, and the gradient penalty's gradient of a gradient), on the
+kernel path of the process (``speechssl.kernels``: run it under ``scripts/common.sh``'s environment with
+``--pinned`` to measure the book's path).
+
 Then whole updates of :func:`speechssl.gan.train_gan` (a discriminator and a generator step, alternating)
 on random data with the book's tiny sizes and with the paper's (``w2vu.yaml``: 512-dimensional input,
 discriminator 384 wide, batch 160), as updates per second.
@@ -22,8 +28,9 @@ import time
 
 import torch
 
+from speechssl import kernels
 from speechssl.gan import GanData, GanTrainConfig, train_gan
-from speechssl.models.wav2vec_u import GanConfig, Wav2VecU, join_runs
+from speechssl.models.wav2vec_u import GanConfig, TimeConv, Wav2VecU, join_runs
 from speechssl.wav2vec_u import pad_sequences
 
 
@@ -61,9 +68,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--updates", type=int, default=200)
+    ap.add_argument("--pinned", action="store_true", help="switch oneDNN off as the book's tiny runs do")
     args = ap.parse_args()
+    if args.pinned:
+        kernels.pin()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, pinned kernel path: {kernels.pinned()}, "
+          f"oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'}")
     for batch in (64, 160):
         logits = torch.randn(batch, 60, 40) * 0.3                     # near-uniform: runs of 1-2 outputs
         logits = logits.requires_grad_(True)
@@ -86,6 +97,32 @@ def main() -> None:
         a, b = statistics.median(t_ours), statistics.median(t_loop)
         print(f"JOIN, batch {batch} x 60 outputs, forward + backward: ours {a * 1e3:.2f} ms, "
               f"per-utterance loop {b * 1e3:.2f} ms, ratio {b / a:.2f}")
+    for disc, batch in ((16, 32), (384, 160)):
+        convs = [TimeConv(40, disc, 6, 5, 0), TimeConv(disc, disc, 6, 5, 0), TimeConv(disc, 1, 6, 5, 0)]
+        x = torch.randn(batch, 60, 40).softmax(-1).requires_grad_(True)
+
+        def penalty(layer):
+            def step():
+                y = x
+                for i, conv in enumerate(convs):
+                    y = layer(conv, y)
+                    if i == 1:
+                        y = torch.nn.functional.gelu(y)
+                g, = torch.autograd.grad(y.sum(), x, create_graph=True)
+                ((g.norm(2, dim=1) - 1) ** 2).sum().backward()
+            return step
+
+        ours = penalty(lambda conv, y: conv(y))
+        plain = penalty(lambda conv, y: torch.nn.Conv1d.forward(conv, torch.nn.functional.pad(
+            y.transpose(1, 2), (conv.left, conv.right))).transpose(1, 2))
+        ours(), plain()
+        t_ours, t_plain = [], []
+        for _ in range(3):
+            t_ours.append(time_it(ours, args.repeats))
+            t_plain.append(time_it(plain, args.repeats))
+        a, b = statistics.median(t_ours), statistics.median(t_plain)
+        print(f"discriminator {disc} wide, kernel 6, batch {batch} x 60, with the penalty's double backward: "
+              f"TimeConv {a * 1e3:.2f} ms, nn.Conv1d {b * 1e3:.2f} ms, ratio {b / a:.2f}")
     for name, dim, disc, batch in (("tiny", 64, 32, 64), ("paper (w2vu.yaml)", 512, 384, 160)):
         data = random_data(400, 2000, dim, 40)
         model = Wav2VecU(GanConfig(input_dim=dim, num_phones=40, discriminator_dim=disc))

@@ -46,6 +46,20 @@ def test_time_conv_pads_time_on_both_sides_as_asked(left, right):
     torch.testing.assert_close(conv(x), ref)
 
 
+def test_time_conv_gradients_match_conv1d_to_second_order():
+    """The gradient penalty differentiates the discriminator's input gradient again (create_graph)."""
+    from speechssl.models.wav2vec_u import TimeConv
+
+    conv = TimeConv(7, 5, 6, 5, 0).double()
+    x = torch.randn(3, 11, 7, dtype=torch.double, requires_grad=True)
+    grads = []
+    for f in (conv, lambda x: F.conv1d(F.pad(x.transpose(1, 2), (5, 0)), conv.weight, conv.bias).transpose(1, 2)):
+        gx, = torch.autograd.grad(f(x).tanh().sum(), x, create_graph=True)
+        grads.append(torch.autograd.grad(gx.norm(2, dim=1).sum(), [x, conv.weight, conv.bias]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
 def logits_for(argmaxes, v=4):
     return F.one_hot(torch.tensor(argmaxes), v).float()[None] * 3 + torch.randn(1, len(argmaxes), v) * 0.1
 

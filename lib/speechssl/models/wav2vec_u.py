@@ -92,14 +92,25 @@ def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class TimeConv(nn.Conv1d):
-    """A convolution over time on (B, T, C) tensors, padded with ``left`` zeros before and ``right`` after."""
+    """A convolution over time on (B, T, C) tensors, padded with ``left`` zeros before and ``right`` after.
+
+    Written as one matrix product over the ``k`` shifted copies of the input side by side (im2col): the
+    GAN's convolutions are a few channels wide, where PyTorch's convolution routines (NNPACK forward, a
+    per-sample backward without oneDNN) cost most of an update and its gradient penalty's double backward
+    (``bench/bench_gan.py``). The weights are ``nn.Conv1d``'s, so checkpoints load into either.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, left: int, right: int, bias: bool = True):
         super().__init__(c_in, c_out, kernel, bias=bias)
         self.left, self.right = left, right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x.transpose(1, 2), (self.left, self.right))).transpose(1, 2)
+        k = self.kernel_size[0]
+        x = F.pad(x, (0, 0, self.left, self.right))                      # (B, T + left + right, C)
+        t = x.size(1) - k + 1
+        windows = torch.cat([x[:, j:j + t] for j in range(k)], dim=-1)    # (B, t, k * C), tap-major
+        weight = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)
+        return F.linear(windows, weight, self.bias)
 
 
 class Generator(nn.Module):
