@@ -36,6 +36,7 @@ import math
 import os
 import random
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,15 +204,12 @@ PLANS = {
     "full": Plan(14, 128, 512, seeds=(0, 1, 2, 3, 4)),
     # one GPU: half of the PCA dimension and a quarter of the updates
     "reduced": Plan(3, 128, 256, {"input_dim": 256}, {"max_updates": 40_000}, (0, 1, 2)),
-    # 2 CPU cores: K = 64 and PCA 32 on 24 minutes of audio; a discriminator of 16 channels and batches of 32
-    # made 2,000 updates with an evaluation every 250 take about 48 s with oneDNN's convolutions, so three seeds
-    # fit a chapter's budget; on the pinned kernel path (speechssl.kernels, no oneDNN) chapter 6 ran over 21 min
-    # (runs of 8,000 updates, measured on an earlier HuBERT, came no closer to the supervised ceiling). The layer
-    # is the paper's criterion (Sec. 2.2, Fig. 2: a linear CTC phone probe on each block, ``gan.linear_ctc`` with
-    # kernel 1 and 1,500 updates on the pre-training split's frames), measured on a HuBERT iteration 2 trained
-    # before the kernels were pinned: dev PER 0.628, 0.597, 0.607, 0.648, 0.671 for layers 0-4 (MFCC: 0.671),
-    # so layer 1
-    "tiny": Plan(1, 64, 32, {"input_dim": 32, "discriminator_dim": 16},
+    # 2 CPU cores: K = 64 and PCA 32 on 24 minutes of audio, a discriminator of 16 channels, batches of 32 and
+    # 2,000 updates (about 25 s a seed), so three seeds fit a chapter's budget. The layer is the paper's criterion
+    # (Sec. 2.2, Fig. 2: a linear CTC phone probe on each block, ``gan.linear_ctc`` with kernel 1 and 1,500 updates
+    # on the pre-training split's frames); on chapter 5's HuBERT iteration 2, dev PER 0.640, 0.662, 0.658, 0.659,
+    # 0.674 for layers 0-4 (MFCC frames: 0.671), so layer 0, the Transformer's input
+    "tiny": Plan(0, 64, 32, {"input_dim": 32, "discriminator_dim": 16},
                  {"batch_size": 32, "max_updates": 2_000, "eval_every": 250}, (0, 1, 2)),
 }
 
@@ -390,11 +388,7 @@ class Stages:
                 return cached
         refs = self.references(self.dev)
         text = self.sentences()["plain"]
-        counts: dict[str, int] = {}
-        for sent in text:
-            for ph in sent:
-                counts[ph] = counts.get(ph, 0) + 1
-        majority = max(counts, key=counts.get)
+        majority = Counter(ph for sent in text for ph in sent).most_common(1)[0][0]
         lm, rng = PhoneLM(text, order=4), random.Random(0)
         seg = self.segments()
         x, lengths = pad_sequences(seg["train"])
