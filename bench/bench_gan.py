@@ -57,6 +57,16 @@ def time_it(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def in_turns(ours, reference, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``ours`` and ``reference``, after one warm-up call each, over 3 rounds taken in turns."""
+    ours(), reference()
+    t_ours, t_ref = [], []
+    for _ in range(3):
+        t_ours.append(time_it(ours, repeats))
+        t_ref.append(time_it(reference, repeats))
+    return statistics.median(t_ours), statistics.median(t_ref)
+
+
 def random_data(n_audio: int, n_text: int, dim: int, num_phones: int, seed: int = 0) -> GanData:
     g = torch.Generator().manual_seed(seed)
     feats = [torch.randn(int(n), dim, generator=g) for n in torch.randint(20, 90, (n_audio,), generator=g)]
@@ -89,12 +99,7 @@ def main() -> None:
             out, _ = join_loop(logits, lengths)
             out.sum().backward()
 
-        ours(), loop()
-        t_ours, t_loop = [], []
-        for _ in range(3):
-            t_ours.append(time_it(ours, args.repeats))
-            t_loop.append(time_it(loop, args.repeats))
-        a, b = statistics.median(t_ours), statistics.median(t_loop)
+        a, b = in_turns(ours, loop, args.repeats)
         print(f"JOIN, batch {batch} x 60 outputs, forward + backward: ours {a * 1e3:.2f} ms, "
               f"per-utterance loop {b * 1e3:.2f} ms, ratio {b / a:.2f}")
     for disc, batch in ((16, 32), (384, 160)):
@@ -115,12 +120,7 @@ def main() -> None:
         ours = penalty(lambda conv, y: conv(y))
         plain = penalty(lambda conv, y: torch.nn.Conv1d.forward(conv, torch.nn.functional.pad(
             y.transpose(1, 2), (conv.left, conv.right))).transpose(1, 2))
-        ours(), plain()
-        t_ours, t_plain = [], []
-        for _ in range(3):
-            t_ours.append(time_it(ours, args.repeats))
-            t_plain.append(time_it(plain, args.repeats))
-        a, b = statistics.median(t_ours), statistics.median(t_plain)
+        a, b = in_turns(ours, plain, args.repeats)
         print(f"discriminator {disc} wide, kernel 6, batch {batch} x 60, with the penalty's double backward: "
               f"TimeConv {a * 1e3:.2f} ms, nn.Conv1d {b * 1e3:.2f} ms, ratio {b / a:.2f}")
     for name, dim, disc, batch in (("tiny", 64, 32, 64), ("paper (w2vu.yaml)", 512, 384, 160)):
