@@ -10,8 +10,8 @@ the median of repeated runs taken in turns.
 Then the discriminator's convolutions: :class:`~speechssl.models.wav2vec_u.TimeConv` (one matrix product
 over the shifted copies of the input) against ``nn.Conv1d`` with the same weights, through what a
 discriminator step asks of them (forward, and the gradient penalty's gradient of a gradient), on the
-kernel path of the process (``speechssl.kernels``: run it under ``scripts/common.sh``'s environment with
-``--pinned`` to measure the book's path).
+kernel path of the process (``speechssl.kernels``: run it in the environment that
+``python -m speechssl.kernels`` prints, with ``--pinned``, to measure the book's path).
 
 Then whole updates of :func:`speechssl.gan.train_gan` (a discriminator and a generator step, alternating)
 on random data with the book's tiny sizes and with the paper's (``w2vu.yaml``: 512-dimensional input,

@@ -14,11 +14,10 @@ from speechssl.wav2vec_u import solution_weights
 class CipherStages:
     """What pseudo_labels reads of a Stages: the training segments and the model of an evaluation point."""
 
-    def __init__(self, sequences, dim=16, margin=10.0):
+    def __init__(self, sequences, dim=16):
         g = torch.Generator().manual_seed(0)
         self.code = torch.randn(len(PHONES), dim, generator=g)
         self.train = [self.code[torch.tensor([PHONES.index(p) for p in s])] for s in sequences]
-        self.margin = margin
 
     def segments(self):
         return {"train": self.train}

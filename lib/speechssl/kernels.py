@@ -15,11 +15,13 @@ and later), whatever newer extensions (VNNI, BF16, FP16, AMX) the CPU adds:
 - ``ATEN_CPU_CAPABILITY=avx512``: ATen's vectorised loops (and their SLEEF transcendentals) at AVX-512;
 - ``MKL_CBWR=AVX512``: MKL's conditional numerical reproducibility, one GEMM code branch on every CPU;
 - ``OPENBLAS_CORETYPE=SkylakeX``: the same for NumPy's, SciPy's and scikit-learn's OpenBLAS;
-- oneDNN off (:func:`pin`): convolutions go through im2col and MKL's GEMM instead of oneDNN, whose
+- oneDNN off (:func:`pin`): convolutions go through NNPACK's forward for some shapes (a profile of
+  chapter 6's GAN step showed it) and im2col with MKL's GEMM otherwise, instead of oneDNN, whose
   blocking follows the cache sizes; no environment variable switches it off.
 
 The AVX2 level would also cover older CPUs, but the book's tiny runs were slower on it (chapter 5:
-679 s on the AVX2 path, 402 s on this one; chapters 0 to 5c: 73 min on the AVX2 path), more than CI's time allows. Measured on a 2-core Xeon with AVX-512 and AMX,
+679 s on the AVX2 path, 402 s on this one; chapters 0 to 5c: 73 min on the AVX2 path), more than CI's time
+allows. Measured on a 2-core Xeon with AVX-512 and AMX,
 60 ``tiny`` updates of wav2vec 2.0 with setup: 18.7 s with the CPU's own kernels and oneDNN off, 22.1 s with
 oneDNN on, 21.6 s on this path, 23.5 s on the AVX2 path. Hiding the extensions beyond AVX-512's foundation
 from MKL and glibc leaves this path's bits unchanged (``tests/test_kernels.py``). A CPU without AVX-512 runs

@@ -44,5 +44,6 @@ def relabelled(utterances: Sequence[Utterance], transcripts: Sequence[Sequence[s
     if len(utterances) != len(transcripts):
         raise ConfigError(f"pseudo-labels: expected one transcript per utterance ({len(utterances)}), "
                           f"found {len(transcripts)}")
-    kept = [dataclasses.replace(u, phones=list(t), words=[], text="", alignment=[]) for u, t in zip(utterances, transcripts) if t]
+    kept = [dataclasses.replace(u, phones=list(t), words=[], text="", alignment=[])
+            for u, t in zip(utterances, transcripts) if t]
     return kept, [u.id for u, t in zip(utterances, transcripts) if not t]

@@ -205,10 +205,10 @@ PLANS = {
     # one GPU: half of the PCA dimension and a quarter of the updates
     "reduced": Plan(3, 128, 256, {"input_dim": 256}, {"max_updates": 40_000}, (0, 1, 2)),
     # 2 CPU cores: K = 64 and PCA 32 on 24 minutes of audio, a discriminator of 16 channels, batches of 32 and
-    # 2,000 updates (23 s a seed on the pinned kernel path), so three seeds fit a chapter's budget. The layer is the paper's criterion
-    # (Sec. 2.2, Fig. 2: a linear CTC phone probe on each block, ``gan.linear_ctc`` with kernel 1 and 1,500 updates
-    # on the pre-training split's frames); on chapter 5's HuBERT iteration 2, dev PER 0.640, 0.662, 0.658, 0.659,
-    # 0.674 for layers 0-4 (MFCC frames: 0.671), so layer 0, the Transformer's input
+    # 2,000 updates (23 s a seed on the pinned kernel path), so three seeds fit a chapter's budget. The layer is
+    # the paper's criterion (Sec. 2.2, Fig. 2: a linear CTC phone probe on each block, ``gan.linear_ctc`` with
+    # kernel 1 and 1,500 updates on the pre-training split's frames); on chapter 5's HuBERT iteration 2, dev PER
+    # 0.640, 0.662, 0.658, 0.659, 0.674 for layers 0-4 (MFCC frames: 0.671), so layer 0, the Transformer's input
     "tiny": Plan(0, 64, 32, {"input_dim": 32, "discriminator_dim": 16},
                  {"batch_size": 32, "max_updates": 2_000, "eval_every": 250}, (0, 1, 2)),
 }
