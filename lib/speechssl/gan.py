@@ -28,7 +28,7 @@ from .errors import config_error
 from .metrics import phone_error_rate
 from .models.wav2vec_u import Wav2VecU
 from .ngram import PhoneLM
-from .wav2vec_u import Selection, phones_without_silence, weighted_lm_ppl
+from .unpaired import Selection, phones_without_silence, weighted_lm_ppl
 
 __all__ = ["GanData", "GanTrainConfig", "train_gan", "track", "decode", "evaluate", "linear_ctc"]
 
