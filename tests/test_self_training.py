@@ -55,3 +55,33 @@ def test_relabelled_copies_replace_the_transcript_and_drop_the_true_labels():
 def test_relabelled_refuses_a_transcript_count_that_does_not_match():
     with pytest.raises(ConfigError, match="expected one transcript per utterance \\(2\\), found 1"):
         relabelled([utterance(0, ["AA"]), utterance(1, ["B"])], [["T"]])
+
+
+def test_the_command_stage_runs_once_per_transcripts_and_model(tmp_path, monkeypatch):
+    """``self_train`` fine-tunes again only when the generator's transcripts or the pre-trained model change;
+    otherwise it returns what ``self-training.json`` holds."""
+    import json
+    import types
+
+    import speechssl.self_training as st
+
+    calls = []
+
+    def fake_fine_tune(stages, labels, pretrained, folder, *, scale, seed=0):
+        calls.append((labels, folder.name))
+        return {"labels": None, "left_out": 0, "updates": 7, "test": None}
+
+    labels = [["AE", "T"], ["D"]]
+    monkeypatch.setattr(st, "fine_tune", fake_fine_tune)
+    monkeypatch.setattr(st, "pseudo_labels", lambda stages, point: [list(t) for t in labels])
+    stages = types.SimpleNamespace(folder=tmp_path, source="weights-a")
+    point = {"seed": 2, "update": 750}
+    first = st.self_train(stages, point, "model", scale="tiny")
+    assert calls == [(labels, "self-training")] and (first["seed"], first["update"], first["updates"]) == (2, 750, 7)
+    assert st.self_train(stages, point, "model", scale="tiny") == first == json.loads((tmp_path / "self-training.json").read_text())
+    assert len(calls) == 1
+    labels[1] = ["T"]                                   # another generator's transcripts
+    st.self_train(stages, point, "model", scale="tiny")
+    stages.source = "weights-b"                         # another pre-trained model
+    st.self_train(stages, point, "model", scale="tiny")
+    assert len(calls) == 3

@@ -11,25 +11,30 @@ chapter 4. It is a substitute for the paper's round, not its recipe.
 The transcripts are what fairseq's ``w2vu_generate.py`` writes with ``viterbi`` decoding and
 ``post_process: silence``: JOIN with averaged runs, the argmax of every run, ``<SIL>`` removed
 (:func:`speechssl.gan.decode`).
+
+:func:`fine_tune` is the round's training on any transcripts (the chapter also runs it on the true ones, as
+the reference); :func:`self_train` is the command's stage, cached in ``self-training.json`` under the
+fingerprint of the transcripts and the pre-trained model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 from .data.manifest import Utterance
 from .data.phones import PHONES
 from .errors import ConfigError
 
-__all__ = ["pseudo_labels", "relabelled"]
+__all__ = ["pseudo_labels", "relabelled", "fine_tune", "self_train"]
 
 
 def pseudo_labels(stages, point: dict) -> list[list[str]]:
     """The phone transcripts that the generator of evaluation ``point`` (of ``stages.gan``) gives the
     training utterances of ``stages``, in their order, silence removed. Reads no transcript."""
     from .gan import decode
-    from .wav2vec_u import pad_sequences, phones_without_silence
+    from .unpaired import pad_sequences, phones_without_silence
 
     x, n = pad_sequences(stages.segments()["train"])
     return [phones_without_silence(ids, PHONES) for ids in decode(stages.model(point), x, n)]
@@ -47,3 +52,57 @@ def relabelled(utterances: Sequence[Utterance], transcripts: Sequence[Sequence[s
     kept = [dataclasses.replace(u, phones=list(t), words=[], text="", alignment=[])
             for u, t in zip(utterances, transcripts) if t]
     return kept, [u.id for u, t in zip(utterances, transcripts) if not t]
+
+
+def fine_tune(stages, transcripts: Sequence[Sequence[str]], pretrained: str | os.PathLike, folder: str | os.PathLike,
+              *, scale: str, seed: int = 0) -> dict:
+    """Fine-tune the pre-trained model at ``pretrained`` (a run folder or checkpoint) with chapter 4's CTC recipe
+    (``wav2vec2_ctc_finetune`` of ``scale``) on the training utterances of ``stages`` labelled with
+    ``transcripts`` (:func:`relabelled`), in the run folder ``folder`` (made again). Returns the PER of
+    ``transcripts`` against the truth and the test PER of the tuned model (``None`` without transcripts), the
+    number of utterances left out and of updates."""
+    from .data.transcripts import collate_ctc
+    from .engine import seed_everything
+    from .finetune import PHONE_VOCAB, evaluate, transcribed
+    from .metrics import phone_error_rate
+    from .recipes import recipe
+    from .run import start_run
+
+    utts, left_out = relabelled(stages.train, transcripts)
+    r = recipe("wav2vec2_ctc_finetune", scale, seed=seed, out_dir=str(folder))
+    seed_everything(seed)
+    model = r.build(vocab=PHONE_VOCAB, pretrained=pretrained)
+    run = start_run(r, [], stages.root, model=model, dataset=transcribed(model, utts, stages.root, "phones"),
+                    collate=collate_ctc)
+    run.fit(overwrite=True)
+    refs, test_refs = stages.references(stages.train), stages.references(stages.test) if stages.test else None
+    return {"labels": phone_error_rate(refs, transcripts).rate if refs is not None else None,
+            "left_out": len(left_out), "updates": run.trainer.step,
+            "test": evaluate(model, transcribed(model, stages.test, stages.root, "phones"))["unit_error_rate"]
+            if test_refs is not None else None}
+
+
+def self_train(stages, point: dict, pretrained: str | os.PathLike, *, scale: str, seed: int = 0) -> dict:
+    """The command's stage 6: :func:`fine_tune` on the transcripts of the generator of ``point`` in
+    ``stages.folder / "self-training"``, and its result in ``self-training.json``; skipped when that file was
+    made from the same transcripts and pre-trained model (``stages.source``, which fingerprints the weights of
+    the model at ``pretrained``)."""
+    import json
+
+    from .units import fingerprint
+    from .wav2vec_u import _write_json
+
+    labels = pseudo_labels(stages, point)
+    key = fingerprint("self-training", scale, seed, labels, stages.source)    # source: the model's weights
+    path = stages.folder / "self-training.json"
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            cached = {}                                      # unreadable: made again below
+        if cached.get("key") == key:
+            return cached
+    out = {"key": key, "seed": point["seed"], "update": point["update"],
+           **fine_tune(stages, labels, pretrained, stages.folder / "self-training", scale=scale, seed=seed)}
+    _write_json(path, out)
+    return out

@@ -2,7 +2,7 @@
 
 Audio side and silence: :mod:`speechssl.segmentation` (``AudioPipeline``). Text side and the selection
 metric: :mod:`speechssl.unpaired`. The GAN and its training: :mod:`speechssl.models.wav2vec_u`,
-:mod:`speechssl.gan`.
+:mod:`speechssl.gan`. Self-training: :mod:`speechssl.self_training`.
 
 The command runs the whole of it on a pre-trained HuBERT's layer, each stage cached in its folder
 (``runs/wav2vec-u-<scale>``) and skipped when its output is there and was made from the same inputs:
@@ -19,7 +19,10 @@ The command runs the whole of it on a pre-trained HuBERT's layer, each stage cac
 4. **selection** (``selected.json``): the checkpoint of lowest ``weighted_lm_ppl`` over every seed and
    evaluation. Dev PER is recorded beside it when the corpus has transcripts, and never used to choose;
 5. **references** (``baselines.json``, with transcripts only): the dev PER of the majority phone, of the
-   phone LM alone and of the supervised ceiling.
+   phone LM alone and of the supervised ceiling;
+6. **self-training** (``self-training/``, ``self-training.json``): the pre-trained model fine-tuned with
+   CTC on the selected generator's transcripts of the pre-training audio
+   (:func:`~speechssl.self_training.self_train`); not with ``--model mfcc``, which has no model to tune.
 """
 
 from __future__ import annotations
@@ -321,6 +324,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-updates", type=int, default=None, help="GAN updates per seed")
     p.add_argument("--out", default=None, help="folder of the stages (default: <runs_dir>/wav2vec-u-<scale>)")
     p.add_argument("--overwrite", action="store_true", help="make every stage again")
+    p.add_argument("--no-self-training", action="store_true",
+                   help="stop after the selection and the references (no CTC fine-tuning on the generator's transcripts)")
     add_data_options(p, split="pretrain")
     return p
 
@@ -386,6 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if base is not None:
             print(f"dev PER of the references: majority phone ({base['majority_phone']}) {base['majority']:.3f}, "
                   f"the LM alone {base['lm_alone']:.3f}, supervised ceiling {base['supervised_ceiling']:.3f}")
+        if args.model != "mfcc" and not args.no_self_training:
+            from .self_training import self_train
+
+            st = self_train(stages, best, args.model, scale=scale)
+            print(f"self-training: {args.model} fine-tuned with CTC for {st['updates']} updates on the selected "
+                  f"generator's transcripts" + (f" (their PER {st['labels']:.3f})" if st["labels"] is not None else "")
+                  + (f"; test PER {st['test']:.3f}" if st["test"] is not None else "") + f"; in {folder / 'self-training'}")
         return 0
 
     return run_command(parser.prog, body)
