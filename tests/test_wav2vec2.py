@@ -330,3 +330,33 @@ def test_diversity_perplexity_over_masked_frames_matches_hugging_face():
     assert float(metrics["prob_ppl"]) == pytest.approx(hf_masked, rel=1e-5)
     assert float(metrics["diversity_loss"]) == pytest.approx((640 - hf_masked) / 640, rel=1e-5)
     assert abs(hf_masked - hf_all) > 0.5                             # the two averages differ: the test tells them apart
+
+
+def test_released_weights_become_a_checkpoint_that_wav2vec_u_reads(tmp_path, capsys):
+    """``python -m speechssl.interop huggingface`` on a saved ``transformers`` model (random weights) writes a
+    checkpoint whose model gives the same hidden states as the original, layer by layer; the command's bad
+    input gets one-line errors."""
+    transformers = pytest.importorskip("transformers")
+    from speechssl.interop import main
+    from speechssl.wav2vec_u import layer_source, load_feature_model
+
+    torch.manual_seed(0)
+    hf_args = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                   conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                   num_codevectors_per_group=8, num_codevector_groups=2, codevector_dim=32, proj_codevector_dim=32)
+    ref = transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**hf_args)).eval()
+    ref.save_pretrained(tmp_path / "hf")
+    assert main(["huggingface", str(tmp_path / "hf"), "--out", str(tmp_path / "w2v2.pt")]) == 0
+    assert "2 Transformer layers of width 64" in capsys.readouterr().out
+    model = load_feature_model(tmp_path / "w2v2.pt")
+    wav = torch.randn(8_000)
+    with torch.no_grad():
+        hidden = ref.wav2vec2(wav[None], output_hidden_states=True).hidden_states
+    for layer in range(3):
+        assert (layer_source(model, layer)[0](wav) - hidden[layer][0]).abs().max() <= 1e-5, f"layer {layer}"
+    for argv, message in ((["fairseq", str(tmp_path / "w.pt")], "--preset: a fairseq file needs the architecture"),
+                          (["fairseq", str(tmp_path / "w.pt"), "--preset", "base"], "expected a fairseq checkpoint file"),
+                          (["huggingface", str(tmp_path / "hf"), "--preset", "base"], "--preset: a transformers model")):
+        assert main([*argv, "--out", str(tmp_path / "x.pt")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err

@@ -8,20 +8,32 @@ checkpoint, quantizer included (a fine-tuned checkpoint's ``w2v_model.`` prefix 
 or ``Wav2Vec2ForCTC`` state dict. :func:`load_pretrained` loads a renamed dict and fails with the
 list of keys that are missing or unexpected, so a checkpoint of another architecture is never
 half-loaded in silence.
+
+The command writes released weights as a checkpoint of this library, which every command that reads a
+pre-trained wav2vec 2.0 then takes (``python -m speechssl.wav2vec_u --model``, ``speechssl.finetune
+--pretrained``):
+
+    python -m speechssl.interop huggingface facebook/wav2vec2-large-lv60 --out runs/wav2vec2-large-lv60.pt
+    python -m speechssl.interop fairseq wav2vec_vox_new.pt --preset large --out runs/wav2vec2-large-lv60.pt
+
+A ``transformers`` model brings its architecture (:func:`config_from_huggingface`); a fairseq file is read
+with the library's ``--preset`` (``base`` or ``large``), and a mismatch is an error that lists the keys.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["PRETRAINING_ONLY", "from_fairseq", "from_huggingface", "from_torchaudio", "from_torchaudio_hubert",
-           "load_pretrained"]
+__all__ = ["PRETRAINING_ONLY", "config_from_huggingface", "from_fairseq", "from_huggingface", "from_torchaudio",
+           "from_torchaudio_hubert", "load_pretrained", "main"]
 
 #: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` and :class:`~speechssl.models.hubert.Hubert`
 #: used only by the pre-training task; an encoder-only checkpoint (torchaudio, a fine-tuned model) does not
@@ -198,3 +210,74 @@ def load_pretrained(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
             parts.append(f"{len(shapes)} shape mismatches: {shapes[:10]}")
         raise ConfigError(f"cannot load {source} into {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state_dict, strict=False)
+
+
+def config_from_huggingface(config):
+    """The :class:`~speechssl.models.wav2vec2.Wav2Vec2Config` of a ``transformers.Wav2Vec2Config``'s architecture
+    (the training-only settings, dropouts and masking, keep the library's defaults)."""
+    from .models.wav2vec2 import Wav2Vec2Config
+
+    return Wav2Vec2Config(
+        conv_layers=tuple(zip(config.conv_dim, config.conv_kernel, config.conv_stride)),
+        extractor_mode="layer_norm" if config.feat_extract_norm == "layer" else "group_norm",
+        conv_bias=bool(config.conv_bias), embed_dim=config.hidden_size, num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads, ffn_dim=config.intermediate_size,
+        layer_norm_first=bool(config.do_stable_layer_norm), conv_pos=config.num_conv_pos_embeddings,
+        conv_pos_groups=config.num_conv_pos_embedding_groups, final_dim=config.proj_codevector_dim,
+        num_vars=config.num_codevectors_per_group, groups=config.num_codevector_groups)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m speechssl.interop",
+                                description="Write released wav2vec 2.0 weights as a checkpoint of this library.")
+    p.add_argument("kind", choices=("huggingface", "fairseq"), help="where the weights come from")
+    p.add_argument("source", help="a transformers model name or folder (huggingface), or a fairseq checkpoint file")
+    p.add_argument("--preset", choices=("base", "large"), default=None,
+                   help="the architecture of a fairseq file (a transformers model brings its own)")
+    p.add_argument("--out", required=True, help="the checkpoint file to write")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 2 for a bad command line or source, 1 for a failed conversion, 0 on success."""
+    from pathlib import Path
+
+    from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model_config_of, save_checkpoint
+    from .cli import run_command
+    from .models.wav2vec2 import Wav2Vec2, Wav2Vec2Config
+
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
+
+    def body(info) -> int:
+        if args.kind == "huggingface":
+            if args.preset is not None:
+                raise ConfigError("--preset: a transformers model brings its architecture; leave --preset out")
+            import transformers
+
+            released = transformers.Wav2Vec2ForPreTraining.from_pretrained(args.source)
+            cfg = config_from_huggingface(released.config)
+            renamed = from_huggingface(released.state_dict(), cfg.extractor_mode)
+        else:
+            if args.preset is None:
+                raise ConfigError("--preset: a fairseq file needs the architecture it holds, base or large; found none")
+            if not Path(args.source).is_file():
+                raise ConfigError(f"{args.source}: expected a fairseq checkpoint file, found nothing there")
+            cfg = Wav2Vec2Config.preset(args.preset)
+            # fairseq checkpoints pickle their settings (argparse or omegaconf objects): read only trusted files
+            state = torch.load(args.source, map_location="cpu", weights_only=False)
+            renamed = from_fairseq(state["model"] if "model" in state else state, cfg.extractor_mode)
+        model = Wav2Vec2(cfg)
+        load_pretrained(model, renamed, source=args.source)
+        save_checkpoint(args.out, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_name": "wav2vec2",
+                                   "model_config": model_config_of(model), "model": model.state_dict(), "step": 0,
+                                   "source": args.source})
+        print(f"{args.source}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+              f"{cfg.num_layers} Transformer layers of width {cfg.embed_dim}; written to {args.out}")
+        return 0
+
+    return run_command(parser.prog, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
