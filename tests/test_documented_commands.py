@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from speechssl import finetune, hubert, train
+from speechssl import finetune, hubert, interop, train, wav2vec_u
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = re.compile(r"-m (speechssl\.(?:train|finetune|hubert))\b([^`\n#]*)")
+COMMAND = re.compile(r"-m (speechssl\.(?:train|finetune|hubert|wav2vec_u|interop))\b([^`\n#]*)")
 PLACEHOLDERS = {"MODEL": "wav2vec2"}   # README: "python -m speechssl.train MODEL --scale tiny"
 PARSERS = {"speechssl.train": train.build_arg_parser, "speechssl.finetune": finetune.build_arg_parser,
-           "speechssl.hubert": hubert.build_arg_parser}
+           "speechssl.hubert": hubert.build_arg_parser, "speechssl.wav2vec_u": wav2vec_u.build_arg_parser,
+           "speechssl.interop": interop.build_arg_parser}
 
 
 def documented_commands() -> list[tuple[str, str, str]]:
@@ -30,7 +31,8 @@ def documented_commands() -> list[tuple[str, str, str]]:
     out = []
     for where, text in texts:
         text = re.sub(r"\\\n\s*", " ", text)                  # shell line continuations
-        out += [(where, m.group(1), m.group(2).strip()) for m in COMMAND.finditer(text)]
+        # a command with no arguments is a mention in prose ("`python -m speechssl.hubert` runs ..."), not a command
+        out += [(where, m.group(1), m.group(2).strip()) for m in COMMAND.finditer(text) if m.group(2).strip()]
     return out
 
 
@@ -52,6 +54,6 @@ def test_documented_command_parses(where, module, args):
         if e.code == 0 and "--help" in argv:
             return
         pytest.fail(f"{where}: `python -m {module} {args}` does not parse (exit {e.code})")
-    for data, subsets in ((ns.data, ns.subsets), (getattr(ns, "eval_data", None), getattr(ns, "eval_subsets", None))):
+    for data, subsets in ((getattr(ns, "data", None), getattr(ns, "subsets", None)), (getattr(ns, "eval_data", None), getattr(ns, "eval_subsets", None))):
         if data and data.startswith("librispeech:"):
             assert subsets, f"{where}: reads {data} without naming --subsets"

@@ -488,6 +488,14 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read the --model features: no checkpoint at" in err
+    # a model the scale's CTC recipe cannot fine-tune is refused before any stage runs, with the way out named
+    from speechssl.models import Wav2Vec2, Wav2Vec2Config
+
+    other = save_encoder(tmp_path / "w2v2.pt", "wav2vec2", Wav2Vec2(Wav2Vec2Config(**SMALL_ENCODER, num_vars=8)))
+    assert main(["--model", str(other), "--out", str(tmp_path / "o"), "--scale", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "self-training (stage 6) cannot fine-tune --model" in err
+    assert "pass --no-self-training" in err and not (tmp_path / "o").exists()
 
 
 def test_lm_samples_follow_the_model():
@@ -638,3 +646,44 @@ def test_stages_score_the_test_split_and_the_cipher_reports_from_update_zero(ton
                     "band energies", wide).cipher(0, solved=10.0, max_updates=10)   # 40 codes need > 2 dimensions
     assert [p["update"] for p in cipher] == [0, 10]
     assert cipher[0]["dev_per"] == 0.0                                 # the solution reads the cipher exactly
+
+
+SMALL_ENCODER = dict(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, final_dim=16, conv_pos=8, conv_pos_groups=4)
+
+
+def save_encoder(path, name, model):
+    """A library checkpoint of a pre-trained ``model`` named ``name``, as a Trainer writes it."""
+    from speechssl.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model_config_of, save_checkpoint
+
+    return save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_name": name,
+                                  "model_config": model_config_of(model), "model": model.state_dict(), "step": 0})
+
+
+def test_features_come_from_a_hubert_or_a_wav2vec2_checkpoint(tmp_path):
+    """``--model`` reads either pre-trained model from its checkpoint; the layer's features are that model's
+    hidden state, and the two models' fingerprints differ. A checkpoint of another model is refused by name."""
+    from speechssl.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+    from speechssl.models import Hubert, HubertConfig, Wav2Vec2, Wav2Vec2Config
+    from speechssl.wav2vec_u import layer_source, load_feature_model
+
+    torch.manual_seed(0)
+    wav = torch.randn(8000)
+    sources = []
+    for name, model in (("wav2vec2", Wav2Vec2(Wav2Vec2Config(**SMALL_ENCODER, num_vars=8))),
+                        ("hubert", Hubert(HubertConfig(**SMALL_ENCODER, num_classes=(5,))))):
+        path = save_encoder(tmp_path / f"{name}.pt", name, model)
+        loaded = load_feature_model(path)
+        assert type(loaded) is type(model) and not loaded.training
+        featurize, source = layer_source(loaded, 2)
+        with torch.no_grad():
+            expected = model.eval()(wav[None], return_hidden_states=True).hidden_states[2][0]
+        torch.testing.assert_close(featurize(wav), expected)
+        sources.append(source)
+        with pytest.raises(ConfigError, match=r"--layer: expected a Transformer layer from 0 to 2"):
+            layer_source(loaded, 3)
+    assert sources[0] != sources[1]
+    path = save_checkpoint(tmp_path / "other.pt", {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                                                   "model_name": "wav2vec", "model_config": {}, "model": {}, "step": 0})
+    with pytest.raises(ConfigError, match=r"--model .*other.pt: expected a checkpoint of hubert or wav2vec2, found one "
+                                          r"of 'wav2vec'"):
+        load_feature_model(path)

@@ -47,6 +47,7 @@ from .errors import ConfigError
 from .features import mfcc
 from .frames import MFCC_FRAMES, MODEL_FRAMES, FrameGrid
 from .metrics import UnitQuality, unit_quality
+from .models.encoder import MaskedEncoder
 from .models.hubert import Hubert, HubertConfig
 from .recipes import Recipe, recipe
 from .run import Run, start_run
@@ -91,18 +92,18 @@ def load_hubert(path: str | os.PathLike, purpose: str = "load the previous itera
     return model.eval()
 
 
-def _check_layer(model: Hubert, layer: object) -> None:
+def _check_layer(model: MaskedEncoder, layer: object) -> None:
     n = model.cfg.num_layers
     if not (isinstance(layer, int) and 0 <= layer <= n):
         raise ConfigError(f"--layer: expected a Transformer layer from 0 to {n} (the model has {n} layers), "
                           f"found {layer!r}")
 
 
-def layer_featurizer(model: Hubert, layer: int | Sequence[int], device: torch.device | str | None = None
+def layer_featurizer(model: MaskedEncoder, layer: int | Sequence[int], device: torch.device | str | None = None
                      ) -> Callable[[torch.Tensor], torch.Tensor | dict[int, torch.Tensor]]:
-    """``waveform (T,) -> (T', D)``: the output of Transformer layer ``layer`` (0: the input of the first layer,
-    the projected features after the positional convolution; fairseq's ``output_layer`` counts from 1 the
-    same way), unmasked, in eval mode. With a list of layers, one pass gives ``{layer: (T', D)}``."""
+    """``waveform (T,) -> (T', D)``: the output of Transformer layer ``layer`` of a HuBERT or wav2vec 2.0 (0: the
+    input of the first layer, the projected features after the positional convolution; fairseq's
+    ``output_layer`` counts from 1 the same way), unmasked, in eval mode. With a list of layers, one pass gives ``{layer: (T', D)}``."""
     layers = [layer] if isinstance(layer, int) else list(layer)
     for i in layers:
         _check_layer(model, i)

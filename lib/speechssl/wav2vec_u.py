@@ -4,8 +4,8 @@ Audio side and silence: :mod:`speechssl.segmentation` (``AudioPipeline``). Text 
 metric: :mod:`speechssl.unpaired`. The GAN and its training: :mod:`speechssl.models.wav2vec_u`,
 :mod:`speechssl.gan`. Self-training: :mod:`speechssl.self_training`.
 
-The command runs the whole of it on a pre-trained HuBERT's layer, each stage cached in its folder
-(``runs/wav2vec-u-<scale>``) and skipped when its output is there and was made from the same inputs:
+The command runs the whole of it on a layer of a pre-trained HuBERT or wav2vec 2.0 (:func:`load_feature_model`),
+each stage cached in its folder (``runs/wav2vec-u-<scale>``) and skipped when its output is there and was made from the same inputs:
 
     python -m speechssl.wav2vec_u --scale tiny --model runs/hubert-tiny/iter2/model
 
@@ -51,7 +51,7 @@ __all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_invent
            "segment_means", "pool_adjacent", "lexicon", "with_silence", "vocabulary_usage", "weighted_lm_ppl",
            "Selection", "pad_sequences", "phones_without_silence", "text_batches", "SegmentedAudio", "AudioPipeline",
            "PLANS", "Plan", "Stages", "main", "true_segments", "cipher_features", "solution_weights", "layer_source",
-           "mfcc_source"]
+           "mfcc_source", "load_feature_model"]
 
 
 def true_segments(utterance, inventory: Sequence[str] = PHONES) -> list[int]:
@@ -100,8 +100,9 @@ class Plan:
 
 PLANS = {
     # the paper (Sec. 2.3, 4.1; w2vu.yaml; the README's sweep over seeds 0-4): K = 128, PCA 512, 150k updates
-    # of 160 utterances; its features are layer 14 of wav2vec 2.0 LARGE (here: any HuBERT of this library)
-    "full": Plan(14, 128, 512, seeds=(0, 1, 2, 3, 4)),
+    # of 160 utterances; its features are the output of block 15 of wav2vec 2.0 LARGE's 24 (Sec. 2.2, Fig. 2;
+    # fairseq's ``--layer 14`` counts blocks from 0), layer 15 here, where layer 0 is the Transformer's input
+    "full": Plan(15, 128, 512, seeds=(0, 1, 2, 3, 4)),
     # one GPU: half of the PCA dimension and a quarter of the updates
     "reduced": Plan(3, 128, 256, {"input_dim": 256}, {"max_updates": 40_000}, (0, 1, 2)),
     # 2 CPU cores: K = 64 and PCA 32 on 24 minutes of audio, a discriminator of 16 channels, batches of 32 and
@@ -128,12 +129,32 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def load_feature_model(path) -> torch.nn.Module:
+    """The pre-trained HuBERT or wav2vec 2.0 of a run folder or checkpoint (``--model``), rebuilt from the
+    configuration stored with it, in eval mode. Released wav2vec 2.0 weights load through
+    :mod:`speechssl.interop`, which writes such a checkpoint."""
+    from .checkpoint import load_checkpoint
+    from .models import Hubert, HubertConfig, Wav2Vec2, Wav2Vec2Config
+
+    state = load_checkpoint(path, purpose="read the --model features")
+    kinds = {"hubert": (Hubert, HubertConfig), "wav2vec2": (Wav2Vec2, Wav2Vec2Config)}
+    if state["model_name"] not in kinds:
+        raise ConfigError(f"--model {path}: expected a checkpoint of hubert or wav2vec2, found one of "
+                          f"{state['model_name']!r}")
+    model_cls, config_cls = kinds[state["model_name"]]
+    model = model_cls(config_cls(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def layer_source(model, layer: int):
-    """The featuriser of a HuBERT's ``layer`` and the fingerprint that names it (model weights and layer)."""
+    """The featuriser of a HuBERT's or wav2vec 2.0's Transformer ``layer`` (0: its input) and the fingerprint
+    that names it (model, weights and layer)."""
     from .hubert import layer_featurizer
 
+    name = "wav2vec2" if type(model).__name__ == "Wav2Vec2" else "hubert"
     return layer_featurizer(model, layer), _fingerprint(
-        "hubert-layer", layer, sorted((k, v.numpy().tobytes()) for k, v in model.state_dict().items()))
+        f"{name}-layer", layer, sorted((k, v.numpy().tobytes()) for k, v in model.state_dict().items()))
 
 
 def mfcc_source():
@@ -315,8 +336,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m speechssl.wav2vec_u", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="run folder or checkpoint of a pre-trained HuBERT, or 'mfcc' for "
-                                                  "spliced MFCC frames (the baseline without self-supervision)")
+    p.add_argument("--model", required=True, help="run folder or checkpoint of a pre-trained HuBERT or wav2vec 2.0, or "
+                                                  "'mfcc' for spliced MFCC frames (the baseline without self-supervision)")
     p.add_argument("--layer", type=int, default=None, help="its Transformer layer (0: its input); default: the scale's")
     p.add_argument("--num-clusters", type=int, default=None, help="K of the segmenting k-means")
     p.add_argument("--pca-dim", type=int, default=None, help="PCA dimension of the segment features")
@@ -338,7 +359,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import paths
     from .cli import load_split, run_command
     from .data.manifest import read_manifest, read_unpaired_text
-    from .hubert import load_hubert
     from .recipes import recipe
 
     parser = build_arg_parser()
@@ -362,7 +382,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model == "mfcc":
             featurize, source = mfcc_source()
         else:
-            featurize, source = layer_source(load_hubert(args.model, purpose="read the --model features"), plan.layer)
+            featurize, source = layer_source(load_feature_model(args.model), plan.layer)
+        self_training = args.model != "mfcc" and not args.no_self_training
+        if self_training:                                    # a model the fine-tuning cannot take: refused now
+            from .checkpoint import CheckpointError
+            from .finetune import PHONE_VOCAB
+
+            try:
+                recipe("wav2vec2_ctc_finetune", scale).build(vocab=PHONE_VOCAB, pretrained=args.model)
+            except (ConfigError, CheckpointError) as e:
+                raise ConfigError(f"self-training (stage 6) cannot fine-tune --model {args.model} with the "
+                                  f"{scale} CTC recipe: {e}; pass --no-self-training to stop before it") from None
         splits, root, _ = load_split(recipe("hubert", scale), "synth", args.subsets, "pretrain", info)
         stages = Stages(folder, root, [u for _, us in splits for u in us], read_manifest(root, "dev"),
                         read_unpaired_text(root), featurize, source, plan, test=read_manifest(root, "test"))
@@ -391,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if base is not None:
             print(f"dev PER of the references: majority phone ({base['majority_phone']}) {base['majority']:.3f}, "
                   f"the LM alone {base['lm_alone']:.3f}, supervised ceiling {base['supervised_ceiling']:.3f}")
-        if args.model != "mfcc" and not args.no_self_training:
+        if self_training:
             from .self_training import self_train
 
             st = self_train(stages, best, args.model, scale=scale)
