@@ -85,3 +85,5 @@ def test_the_command_stage_runs_once_per_transcripts_and_model(tmp_path, monkeyp
     stages.source = "weights-b"                         # another pre-trained model
     st.self_train(stages, point, "model", scale="tiny")
     assert len(calls) == 3
+    (tmp_path / "self-training.json").write_text("{")     # an interrupted write elsewhere: made again
+    assert st.self_train(stages, point, "model", scale="tiny")["updates"] == 7 and len(calls) == 4

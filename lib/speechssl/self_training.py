@@ -87,21 +87,15 @@ def self_train(stages, point: dict, pretrained: str | os.PathLike, *, scale: str
     ``stages.folder / "self-training"``, and its result in ``self-training.json``; skipped when that file was
     made from the same transcripts and pre-trained model (``stages.source``, which fingerprints the weights of
     the model at ``pretrained``)."""
-    import json
-
     from .units import fingerprint
-    from .wav2vec_u import _write_json
+    from .wav2vec_u import _read_json, _write_json
 
     labels = pseudo_labels(stages, point)
     key = fingerprint("self-training", scale, seed, labels, stages.source)    # source: the model's weights
     path = stages.folder / "self-training.json"
-    if path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            cached = {}                                      # unreadable: made again below
-        if cached.get("key") == key:
-            return cached
+    cached = _read_json(path, key)
+    if cached is not None:
+        return cached
     out = {"key": key, "seed": point["seed"], "update": point["update"],
            **fine_tune(stages, labels, pretrained, stages.folder / "self-training", scale=scale, seed=seed)}
     _write_json(path, out)

@@ -129,6 +129,18 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path, key: str) -> dict | None:
+    """What :func:`_write_json` wrote at ``path`` if it was made under fingerprint ``key``; ``None`` when the file
+    is missing, unreadable (it is then made again) or of other inputs."""
+    if not path.is_file():
+        return None
+    try:
+        cached = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return cached if cached.get("key") == key else None
+
+
 def load_feature_model(path) -> torch.nn.Module:
     """The pre-trained HuBERT or wav2vec 2.0 of a run folder or checkpoint (``--model``), rebuilt from the
     configuration stored with it, in eval mode. Released wav2vec 2.0 weights load through
@@ -300,13 +312,9 @@ class Stages:
             return None
         path = self.folder / "baselines.json"
         key = _fingerprint(self.source, self.corpus, self.plan.num_clusters, self.plan.pca_dim, updates)
-        if path.is_file():
-            try:
-                cached = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                cached = {}                                  # unreadable: made again below
-            if cached.get("key") == key:
-                return cached
+        cached = _read_json(path, key)
+        if cached is not None:
+            return cached
         refs = self.references(self.dev)
         text = self.sentences()["plain"]
         majority = Counter(ph for sent in text for ph in sent).most_common(1)[0][0]
