@@ -87,3 +87,22 @@ def test_scripts_run_the_pinned_path():
                          check=True, timeout=120)
     assert out.stdout.strip() == "True"
     assert 'eval "$(python -m speechssl.kernels)"' in (ROOT / "scripts" / "common.sh").read_text()
+
+
+def test_commands_at_tiny_scale_run_the_chapters_kernels(monkeypatch):
+    """A command at ``tiny`` scale switches oneDNN off as ``chapter.setup`` does, so that its numbers are the
+    chapters'; at another scale, and for a command without one, the process keeps torch's default."""
+    import torch
+
+    from speechssl.cli import run_command
+
+    seen = []
+    body = lambda info: seen.append(torch.backends.mkldnn.enabled) or 0
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
+    assert run_command("x", body, scale=lambda: "reduced") == 0 and run_command("x", body) == 0
+    assert run_command("x", body, scale=lambda: "tiny") == 0
+    assert seen == [True, True, False]
+    monkeypatch.setenv("SPEECHSSL_SCALE", "huge")                       # a bad scale: the one-line error
+    from speechssl import paths
+
+    assert run_command("x", body, scale=lambda: paths.scale()) == 2

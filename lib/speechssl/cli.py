@@ -147,13 +147,19 @@ def check_run_data(folder: Path, data: str, subsets: Sequence[str] | None, resum
         record.write_text(json.dumps(current) + "\n")
 
 
-def run_command(prog: str, body: Callable[[DistInfo], int]) -> int:
+def run_command(prog: str, body: Callable[[DistInfo], int], *, scale: Callable[[], str] | None = None) -> int:
     """``body(info)`` inside a process group (one under torchrun); a :class:`~speechssl.errors.ConfigError`
-    is exit status 2, another of the package's errors 1, each printed on one line after ``prog``."""
+    is exit status 2, another of the package's errors 1, each printed on one line after ``prog``. When
+    ``scale()`` (the command's scale) is ``tiny``, the command runs the CPU kernels the chapters run
+    (:func:`speechssl.kernels.pin`), so that its numbers are theirs."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     created_group = not (dist.is_available() and dist.is_initialized())
     info = DistInfo()
     try:
+        if scale is not None and scale() == "tiny":
+            from . import kernels
+
+            kernels.pin()
         info = init_distributed()
         return body(info)
     except ConfigError as e:

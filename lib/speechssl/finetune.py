@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (run.trainer.out_dir / "eval.json").write_text(json.dumps(results, indent=1))
         return 0
 
-    return run_command(parser.prog, body)
+    return run_command(parser.prog, body, scale=lambda: args.scale or paths.scale())
 
 
 if __name__ == "__main__":

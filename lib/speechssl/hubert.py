@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{last.get('acc_m')}, loss {last.get('loss')}; labels and model in {folder}")
         return 0
 
-    return run_command(parser.prog, body)
+    return run_command(parser.prog, body, scale=lambda: args.scale or paths.scale())
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"run folder {run.trainer.out_dir}")
         return 0
 
-    return run_command(parser.prog, body)
+    return run_command(parser.prog, body, scale=lambda: args.scale or paths.scale())
 
 
 if __name__ == "__main__":

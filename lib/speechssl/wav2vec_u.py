@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + (f"; test PER {st['test']:.3f}" if st["test"] is not None else "") + f"; in {folder / 'self-training'}")
         return 0
 
-    return run_command(parser.prog, body)
+    return run_command(parser.prog, body, scale=lambda: args.scale or paths.scale())
 
 
 if __name__ == "__main__":
