@@ -687,3 +687,27 @@ def test_features_come_from_a_hubert_or_a_wav2vec2_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match=r"--model .*other.pt: expected a checkpoint of hubert or wav2vec2, found one "
                                           r"of 'wav2vec'"):
         load_feature_model(path)
+
+
+def test_the_cipher_read_by_phone_frequency_alone(tmp_path):
+    """The unigram reference of the cipher: with the text's phone frequencies in the audio's order it reads every
+    phone right; with two phones' frequencies swapped in the text, it reads those two wrong, and nothing else."""
+    import dataclasses
+
+    from speechssl.data.manifest import Utterance
+    from speechssl.wav2vec_u import Plan, Stages
+
+    def utt(i, phones):
+        return Utterance(id=f"u{i}", path=f"u{i}.flac", num_samples=16000, speaker="s", phones=phones,
+                         alignment=[(p, 0, 1) for p in ["sil", *phones, "sil"]])
+
+    train = [utt(0, ["AE", "AE", "T", "AE", "T", "K"]), utt(1, ["AE", "T", "AE"])]   # AE 5, T 3, K 1 (sil 4)
+    dev = [utt(2, ["T", "AE", "K"])]
+    stages = Stages(tmp_path, tmp_path, train, dev, [object()], None, "x", Plan(0, 2, 2))
+    text = [["sil", "AE", "T", "AE", "K", "AE", "sil"], ["sil", "AE", "T", "AE", "T", "sil"]]   # the same ranks
+    stages.sentences = lambda: {"with_silence": text}
+    assert stages.frequency_cipher() == 0.0
+    text[:] = [[{"AE": "T", "T": "AE"}.get(p, p) for p in s] for s in text]              # T now the most frequent
+    assert stages.frequency_cipher() == pytest.approx(2 / 3)
+    stages.dev = [dataclasses.replace(dev[0], phones=[])]
+    assert Stages.references(stages.dev) is None and stages.frequency_cipher() is None

@@ -281,6 +281,26 @@ class Stages:
                      PhoneLM(text["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
                      evaluate_first=True)
 
+    def frequency_cipher(self) -> float | None:
+        """Dev PER of the cipher of :meth:`cipher` read by phone frequency alone: each phone of the training
+        segments mapped to the phone of the same frequency rank in the text the discriminator reads, runs of one
+        phone joined as JOIN does, ``sil`` removed. What a generator gets from unigram statistics, with nothing
+        of the phones' order; ``None`` without transcripts."""
+        from .metrics import phone_error_rate
+
+        refs = self.references(self.dev)
+        if refs is None:
+            return None
+        audio = Counter(p for u in self.train for p, _, _ in u.alignment)
+        text = [p for p, _ in Counter(p for s in self.sentences()["with_silence"] for p in s).most_common()]
+        ranked = [p for p, _ in audio.most_common()]
+        code = dict(zip(ranked, text + [p for p in ranked if p not in text]))
+        hyps = []
+        for u in self.dev:
+            seq = [code.get(p, p) for p, _, _ in u.alignment]
+            hyps.append([q for i, q in enumerate(seq) if q != SILENCE and (i == 0 or q != seq[i - 1])])
+        return phone_error_rate(refs, hyps).rate
+
     def model(self, point: dict) -> "Wav2VecU":
         """The GAN of this plan with the generator saved in an evaluation ``point`` of :meth:`gan`."""
         from .models.wav2vec_u import GanConfig, Wav2VecU
