@@ -484,7 +484,7 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     from speechssl.wav2vec_u import main
 
     assert main(["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--data", "librispeech:/x"]) == 2
-    assert "--data: this command reads the synthetic corpus" in capsys.readouterr().err
+    assert "--text: LibriSpeech has no unpaired text" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read the --model features: no checkpoint at" in err
@@ -711,3 +711,38 @@ def test_the_cipher_read_by_phone_frequency_alone(tmp_path):
     assert stages.frequency_cipher() == pytest.approx(2 / 3)
     stages.dev = [dataclasses.replace(dev[0], phones=[])]
     assert Stages.references(stages.dev) is None and stages.frequency_cipher() is None
+
+
+def test_the_command_runs_on_librispeech_audio_and_a_text_file(tmp_path, capsys):
+    """The whole command on a LibriSpeech-layout tree with a wav2vec 2.0 checkpoint and a text file of
+    sentences: every stage runs and the selection is written; the corpus has no phone transcripts, so no PER
+    and no references are reported. Each side's missing or misplaced text is a one-line error."""
+    import gzip
+    import json
+
+    from fake_librispeech import make_fake_librispeech
+    from speechssl.models import Wav2Vec2, Wav2Vec2Config
+    from speechssl.wav2vec_u import main
+
+    make_fake_librispeech(tmp_path / "ls")
+    model = save_encoder(tmp_path / "w2v2.pt", "wav2vec2", Wav2Vec2(Wav2Vec2Config(**SMALL_ENCODER, num_vars=8)))
+    with gzip.open(tmp_path / "lm.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("THE CAT SAT ON A MAT\nA DOG WENT HOME\n\nTHE DOG'S BONE\n")
+    out = tmp_path / "out"
+    common = ["--model", str(model), "--data", f"librispeech:{tmp_path / 'ls'}", "--subsets", "train-clean-100",
+              "--scale", "tiny", "--out", str(out)]
+    argv = [*common, "--dev-subsets", "dev-clean", "--text", str(tmp_path / "lm.txt.gz"), "--layer", "2",
+            "--num-clusters", "2", "--pca-dim", "2", "--seeds", "0", "--max-updates", "2", "--no-self-training"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "segments:" in printed and "selected: seed 0 update 2" in printed
+    assert "PER" not in printed and not (out / "baselines.json").exists()
+    assert json.loads((out / "selected.json").read_text())["dev_per"] is None
+    text = torch.load(out / "text.pt", weights_only=True)
+    assert len(text["plain"]) == 3 and all(s[0] == s[-1] == "sil" for s in text["with_silence"])
+    assert main(common) == 2
+    assert "--text: LibriSpeech has no unpaired text" in capsys.readouterr().err
+    assert main([*common, "--text", str(tmp_path / "none.txt")]) == 2
+    assert "--text " + str(tmp_path / "none.txt") + ": expected a text file" in capsys.readouterr().err
+    assert main(["--model", str(model), "--out", str(out), "--text", str(tmp_path / "lm.txt.gz")]) == 2
+    assert "--text: the synthetic corpus brings its unpaired text" in capsys.readouterr().err

@@ -6,25 +6,33 @@ word list; this book runs the same eSpeak NG path as its corpus, :func:`lexicon`
 probability 0.25 (``phonemize_with_sil.py -s 0.25 --surround``; Sec. 2.4). The corpus's ``sil`` (id 0)
 is ``<SIL>``. :func:`text_batches` pads the sentences into the id tensor the discriminator reads.
 
+The synthetic corpus brings its unpaired sentences (``unpaired_text.jsonl``); on LibriSpeech they are a text
+file of one sentence per line, the paper's LibriSpeech language-model corpus (:func:`read_sentences`).
+
 Unsupervised model selection (Sec. 3.3; fairseq ``unpaired_audio_text.py``): :func:`weighted_lm_ppl`.
 """
 
 from __future__ import annotations
 
+import gzip
 import math
+import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from .data.manifest import Sentence
 from .data.phones import PHONES, SILENCE
 from .errors import ConfigError
 from .ngram import PhoneLM
 
-__all__ = ["InventoryError", "check_inventory", "check_same_inventory", "lexicon", "with_silence", "pad_sequences",
-           "vocabulary_usage", "Selection", "weighted_lm_ppl", "phones_without_silence", "text_batches"]
+__all__ = ["read_sentences", "InventoryError", "check_inventory", "check_same_inventory", "lexicon", "with_silence",
+           "pad_sequences", "vocabulary_usage", "Selection", "weighted_lm_ppl", "phones_without_silence",
+           "text_batches"]
 
 
 class InventoryError(ConfigError):
@@ -123,3 +131,15 @@ def text_batches(sentences: Mapping[str, Sequence[str]] | Sequence[Sequence[str]
     check_inventory(rows, inventory, "unpaired text")
     index = {p: i for i, p in enumerate(inventory)}
     return pad_sequences([torch.tensor([index[p] for p in r], dtype=torch.long) for r in rows])
+
+
+def read_sentences(path: str | os.PathLike) -> list[Sentence]:
+    """Unpaired text from a plain-text file (or its ``.gz``), one sentence per line, its words the line's
+    whitespace-separated tokens (LibriSpeech's ``librispeech-lm-norm.txt`` is upper-case words already); blank
+    lines are skipped. The sentences' phones come later, from :func:`lexicon`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--text {path}: expected a text file of sentences, one per line, found nothing there")
+    with (gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else open(p, encoding="utf-8")) as f:
+        return [Sentence(id=f"{p.name}:{i}", text=line.strip(), words=line.split(), phones=[])
+                for i, line in enumerate(f, 1) if line.strip()]

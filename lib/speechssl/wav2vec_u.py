@@ -5,9 +5,14 @@ metric: :mod:`speechssl.unpaired`. The GAN and its training: :mod:`speechssl.mod
 :mod:`speechssl.gan`. Self-training: :mod:`speechssl.self_training`.
 
 The command runs the whole of it on a layer of a pre-trained HuBERT or wav2vec 2.0 (:func:`load_feature_model`),
-each stage cached in its folder (``runs/wav2vec-u-<scale>``) and skipped when its output is there and was made from the same inputs:
+each stage cached in its folder (``runs/wav2vec-u-<scale>``) and skipped when its output is there and was made
+from the same inputs:
 
     python -m speechssl.wav2vec_u --scale tiny --model runs/hubert-tiny/iter2/model
+
+It reads the synthetic corpus of the scale and its unpaired-text split, or LibriSpeech (``--data
+librispeech:PATH --subsets ...``) with the unpaired text of ``--text`` (:func:`~speechssl.unpaired.read_sentences`)
+and the unlabelled ``--dev-subsets``; LibriSpeech has no phone transcripts, so no PER is measured there.
 
 1. **segments** (``segments.pt``): :class:`AudioPipeline` fitted on the pre-training split, applied to it
    and to ``dev`` and ``test``;
@@ -364,8 +369,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m speechssl.wav2vec_u", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="run folder or checkpoint of a pre-trained HuBERT or wav2vec 2.0, or "
-                                                  "'mfcc' for spliced MFCC frames (the baseline without self-supervision)")
+    p.add_argument("--model", required=True,
+                   help="run folder or checkpoint of a pre-trained HuBERT or wav2vec 2.0, or 'mfcc' for spliced MFCC "
+                        "frames (the baseline without self-supervision)")
     p.add_argument("--layer", type=int, default=None, help="its Transformer layer (0: its input); default: the scale's")
     p.add_argument("--num-clusters", type=int, default=None, help="K of the segmenting k-means")
     p.add_argument("--pca-dim", type=int, default=None, help="PCA dimension of the segment features")
@@ -374,8 +380,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder of the stages (default: <runs_dir>/wav2vec-u-<scale>)")
     p.add_argument("--overwrite", action="store_true", help="make every stage again")
     p.add_argument("--no-self-training", action="store_true",
-                   help="stop after the selection and the references (no CTC fine-tuning on the generator's transcripts)")
+                   help="stop after the selection and the references (no CTC fine-tuning on the generator's "
+                        "transcripts)")
     add_data_options(p, split="pretrain")
+    p.add_argument("--text", default=None,
+                   help="with LibriSpeech: the unpaired text, one sentence per line (the paper's "
+                        "librispeech-lm-norm.txt, or its .gz); the synthetic corpus brings its own")
+    p.add_argument("--dev-subsets", nargs="+", default=["dev-other"], metavar="SUBSET",
+                   help="with LibriSpeech: the unlabelled audio the selection metric reads (default dev-other)")
     return p
 
 
@@ -385,8 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import shutil
 
     from . import paths
-    from .cli import load_split, run_command
+    from .cli import load_split, parse_data_spec, run_command
+    from .data.librispeech import read_librispeech
     from .data.manifest import read_manifest, read_unpaired_text
+    from .unpaired import read_sentences
     from .recipes import recipe
 
     parser = build_arg_parser()
@@ -394,9 +408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(info) -> int:
         scale = args.scale or paths.scale()
-        if args.data != "synth":
-            raise ConfigError("--data: this command reads the synthetic corpus, whose unpaired text split it needs; "
-                              f"found {args.data!r}")
+        synth = parse_data_spec(args.data)[0] == "synth"
+        if synth and args.text is not None:
+            raise ConfigError(f"--text: the synthetic corpus brings its unpaired text; found --text {args.text}")
+        if not synth and args.text is None:
+            raise ConfigError("--text: LibriSpeech has no unpaired text; expected a text file of sentences, one per "
+                              "line (the paper's librispeech-lm-norm.txt), found none")
+        text = None if synth else read_sentences(args.text)  # read first: a missing file fails before any work
         plan = PLANS[scale]
         train = dict(plan.train, **({"max_updates": args.max_updates} if args.max_updates else {}))
         plan = dataclasses.replace(plan, layer=plan.layer if args.layer is None else args.layer,
@@ -421,9 +439,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (ConfigError, CheckpointError) as e:
                 raise ConfigError(f"self-training (stage 6) cannot fine-tune --model {args.model} with the "
                                   f"{scale} CTC recipe: {e}; pass --no-self-training to stop before it") from None
-        splits, root, _ = load_split(recipe("hubert", scale), "synth", args.subsets, "pretrain", info)
-        stages = Stages(folder, root, [u for _, us in splits for u in us], read_manifest(root, "dev"),
-                        read_unpaired_text(root), featurize, source, plan, test=read_manifest(root, "test"))
+        splits, root, _ = load_split(recipe("hubert", scale), args.data, args.subsets, "pretrain", info,
+                                     audio_ext=args.audio_ext)
+        if synth:
+            dev, test, text = read_manifest(root, "dev"), read_manifest(root, "test"), read_unpaired_text(root)
+        else:                                                # letters only: no phone PER, no test split to score
+            dev = read_librispeech(root, args.dev_subsets, audio_ext=args.audio_ext)
+            test = []
+        train_utts = [u for _, us in splits for u in us]
+        stages = Stages(folder, root, train_utts, dev, text, featurize, source, plan, test=test)
         seg = stages.segments()
         print(f"segments: {sum(len(s) for s in seg['train']) / len(seg['train']):.1f} per utterance, "
               f"PCA keeps {seg['explained']:.1%} of the variance", flush=True)
@@ -442,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"selected: seed {best['seed']} update {best['update']} (weighted_lm_ppl "
               f"{best['weighted_lm_ppl']:.1f})" + (f", dev PER {best['dev_per']:.3f}" if best["dev_per"] is not None
                                                     else "") + f"; in {folder}")
-        per, _ = stages.score(best, "test")
+        per = stages.score(best, "test")[0] if test else None
         if per is not None:
             print(f"test PER of the selected generator: {per:.3f}")
         base = stages.baselines()
@@ -455,7 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             st = self_train(stages, best, args.model, scale=scale)
             print(f"self-training: {args.model} fine-tuned with CTC for {st['updates']} updates on the selected "
                   f"generator's transcripts" + (f" (their PER {st['labels']:.3f})" if st["labels"] is not None else "")
-                  + (f"; test PER {st['test']:.3f}" if st["test"] is not None else "") + f"; in {folder / 'self-training'}")
+                  + (f"; test PER {st['test']:.3f}" if st["test"] is not None else "")
+                  + f"; in {folder / 'self-training'}")
         return 0
 
     return run_command(parser.prog, body, scale=lambda: args.scale or paths.scale())
