@@ -17,7 +17,8 @@ pre-trained wav2vec 2.0 then takes (``python -m speechssl.wav2vec_u --model``, `
     python -m speechssl.interop fairseq wav2vec_vox_new.pt --preset large --out runs/wav2vec2-large-lv60.pt
 
 A ``transformers`` model brings its architecture (:func:`config_from_huggingface`); a fairseq file is read
-with the library's ``--preset`` (``base`` or ``large``), and a mismatch is an error that lists the keys.
+with the library's ``--preset`` (``base`` or ``large``), and a mismatch is an error that lists the keys. A fairseq
+file pickles its settings, so it is read with ``weights_only=False``: give the command trusted files only.
 """
 
 from __future__ import annotations
@@ -231,7 +232,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m speechssl.interop",
                                 description="Write released wav2vec 2.0 weights as a checkpoint of this library.")
     p.add_argument("kind", choices=("huggingface", "fairseq"), help="where the weights come from")
-    p.add_argument("source", help="a transformers model name or folder (huggingface), or a fairseq checkpoint file")
+    p.add_argument("source", help="a transformers model name or folder (huggingface), or a fairseq checkpoint file "
+                                  "(only a trusted one: fairseq pickles its settings, so the file is fully unpickled)")
     p.add_argument("--preset", choices=("base", "large"), default=None,
                    help="the architecture of a fairseq file (a transformers model brings its own)")
     p.add_argument("--out", required=True, help="the checkpoint file to write")
