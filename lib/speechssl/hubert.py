@@ -54,7 +54,7 @@ from .run import Run, start_run
 from .units import LabelError, UnitLabels, fingerprint
 
 __all__ = ["ITERATIONS", "Iteration", "IterationPlan", "TeacherQuality", "cluster_quality", "iterations",
-           "layer_featurizer", "load_hubert", "main", "teacher_frames"]
+           "layer_featurizer", "load_encoder", "load_hubert", "main", "teacher_frames"]
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,27 @@ ITERATIONS: dict[str, dict[int, IterationPlan]] = {
 
 # -- teachers ---------------------------------------------------------------------------------------
 
-def load_hubert(path: str | os.PathLike, purpose: str = "load the previous iteration's model") -> Hubert:
-    """The HuBERT model of a run folder or checkpoint, rebuilt from the configuration stored with it."""
-    state = load_checkpoint(path, model_name="hubert", purpose=purpose)
-    model = Hubert(HubertConfig(**state["model_config"]))
+def load_encoder(path: str | os.PathLike, names: Sequence[str] = ("hubert", "wav2vec2"), *,
+                 purpose: str = "read the layer features", argument: str = "--model") -> MaskedEncoder:
+    """The pre-trained HuBERT or wav2vec 2.0 (``names``: the kinds accepted) of a run folder or checkpoint,
+    rebuilt from the configuration stored with it, in eval mode; a checkpoint of another model is refused
+    with ``argument``'s name."""
+    from .models import Wav2Vec2, Wav2Vec2Config
+
+    state = load_checkpoint(path, purpose=purpose)
+    kinds = {"hubert": (Hubert, HubertConfig), "wav2vec2": (Wav2Vec2, Wav2Vec2Config)}
+    if state["model_name"] not in names:
+        raise ConfigError(f"{argument} {path}: expected a checkpoint of {' or '.join(names)}, found one of "
+                          f"{state['model_name']!r}")
+    model_cls, config_cls = kinds[state["model_name"]]
+    model = model_cls(config_cls(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def load_hubert(path: str | os.PathLike, purpose: str = "load the previous iteration's model") -> Hubert:
+    """The HuBERT model of a run folder or checkpoint (the teacher of the next iteration)."""
+    return load_encoder(path, ("hubert",), purpose=purpose, argument="--teacher")
 
 
 def _check_layer(model: MaskedEncoder, layer: object) -> None:
@@ -103,7 +118,8 @@ def layer_featurizer(model: MaskedEncoder, layer: int | Sequence[int], device: t
                      ) -> Callable[[torch.Tensor], torch.Tensor | dict[int, torch.Tensor]]:
     """``waveform (T,) -> (T', D)``: the output of Transformer layer ``layer`` of a HuBERT or wav2vec 2.0 (0: the
     input of the first layer, the projected features after the positional convolution; fairseq's
-    ``output_layer`` counts from 1 the same way), unmasked, in eval mode. With a list of layers, one pass gives ``{layer: (T', D)}``."""
+    ``output_layer`` counts from 1 the same way), unmasked, in eval mode. With a list of layers, one pass
+    gives ``{layer: (T', D)}``."""
     layers = [layer] if isinstance(layer, int) else list(layer)
     for i in layers:
         _check_layer(model, i)

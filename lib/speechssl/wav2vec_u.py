@@ -147,29 +147,21 @@ def _read_json(path: Path, key: str) -> dict | None:
 
 
 def load_feature_model(path) -> torch.nn.Module:
-    """The pre-trained HuBERT or wav2vec 2.0 of a run folder or checkpoint (``--model``), rebuilt from the
-    configuration stored with it, in eval mode. Released wav2vec 2.0 weights load through
+    """The pre-trained HuBERT or wav2vec 2.0 of a run folder or checkpoint (``--model``), in eval mode
+    (:func:`~speechssl.hubert.load_encoder`). Released wav2vec 2.0 weights load through
     :mod:`speechssl.interop`, which writes such a checkpoint."""
-    from .checkpoint import load_checkpoint
-    from .models import Hubert, HubertConfig, Wav2Vec2, Wav2Vec2Config
+    from .hubert import load_encoder
 
-    state = load_checkpoint(path, purpose="read the --model features")
-    kinds = {"hubert": (Hubert, HubertConfig), "wav2vec2": (Wav2Vec2, Wav2Vec2Config)}
-    if state["model_name"] not in kinds:
-        raise ConfigError(f"--model {path}: expected a checkpoint of hubert or wav2vec2, found one of "
-                          f"{state['model_name']!r}")
-    model_cls, config_cls = kinds[state["model_name"]]
-    model = model_cls(config_cls(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return load_encoder(path, purpose="read the --model features")
 
 
 def layer_source(model, layer: int):
     """The featuriser of a HuBERT's or wav2vec 2.0's Transformer ``layer`` (0: its input) and the fingerprint
     that names it (model, weights and layer)."""
     from .hubert import layer_featurizer
+    from .models import Wav2Vec2
 
-    name = "wav2vec2" if type(model).__name__ == "Wav2Vec2" else "hubert"
+    name = "wav2vec2" if isinstance(model, Wav2Vec2) else "hubert"
     return layer_featurizer(model, layer), _fingerprint(
         f"{name}-layer", layer, sorted((k, v.numpy().tobytes()) for k, v in model.state_dict().items()))
 
