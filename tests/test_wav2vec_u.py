@@ -431,7 +431,7 @@ def test_gan_resume_continues_the_same_run(tmp_path):
         train_gan(Wav2VecU(CFG), toy_data(), cfg, checkpoint=ckpt)
 
 
-def tiny_stages(tone_corpus, folder, **plan):
+def tiny_stages(tone_corpus, folder, runs="gan", **plan):
     from speechssl.data.manifest import Sentence
     from speechssl.wav2vec_u import Plan, Stages
 
@@ -440,7 +440,7 @@ def tiny_stages(tone_corpus, folder, **plan):
             enumerate([["a", "cat", "sat"], ["the", "dog", "ran", "home"], ["we", "sat"], ["a", "dog"]])]
     plan = Plan(**{"layer": 0, "num_clusters": 3, "pca_dim": 2, "gan": {"input_dim": 2, "discriminator_dim": 4},
                    "train": {"batch_size": 2, "max_updates": 20, "eval_every": 10}, "seeds": (0, 1), **plan})
-    return Stages(folder, root, utts[:3], utts[3:], text, band_energies, "band energies", plan)
+    return Stages(folder, root, utts[:3], utts[3:], text, band_energies, "band energies", plan, runs=runs)
 
 
 def test_stages_are_cached_selected_without_labels_and_refused_when_made_from_other_settings(tone_corpus, tmp_path):
@@ -746,3 +746,84 @@ def test_the_command_runs_on_librispeech_audio_and_a_text_file(tmp_path, capsys)
     assert "--text " + str(tmp_path / "none.txt") + ": expected a text file" in capsys.readouterr().err
     assert main(["--model", str(model), "--out", str(out), "--text", str(tmp_path / "lm.txt.gz")]) == 2
     assert "--text: the synthetic corpus brings its unpaired text" in capsys.readouterr().err
+
+
+# ---- wav2vec-U 2.0's auxiliary unit loss -----------------------------------------------------------------------
+
+AUX = GanConfig(input_dim=8, num_phones=5, discriminator_dim=6, discriminator_kernel=3, residual=True, aux_units=4,
+                aux_weight=0.5)
+
+
+def test_auxiliary_loss_is_fairseqs_cross_entropy_on_the_residual_layer():
+    """fairseq's ``mmi`` loss: a decoder on the residual layer's output, cross-entropy with -1 ignored, averaged
+    over every (sample, step), padding included, times the batch size and the weight; it trains the residual layer
+    and the decoder, not the convolution, and the residual layer's output reaches the logits."""
+    torch.manual_seed(0)
+    model = Wav2VecU(AUX).eval()                                          # no dropout: the sums by hand are exact
+    x, lengths = torch.randn(3, 6, 8), torch.tensor([6, 5, 3])
+    units = torch.tensor([[0, 1, 2, 3, 0, 1], [1, 1, 2, -1, 3, -1], [2, 0, 1, -1, -1, -1]])
+    losses, _ = model.generator_loss(x, lengths, units=units)
+    assert set(losses) == {"dense_g", "code_pen", "smoothness", "aux"}
+    g = model.generator
+    xm = x * (torch.arange(6)[None] < lengths[:, None])[..., None]
+    with torch.no_grad():
+        ce = F.cross_entropy(g.decoder(g.in_proj(xm)).transpose(1, 2), units, ignore_index=-1, reduction="none")
+    assert ce[1, 3] == 0 and losses["aux"].item() == pytest.approx(0.5 * 3 * float(ce.sum()) / 18)
+    torch.testing.assert_close(g(x, lengths)[0], g.proj(xm + g.in_proj(xm)))
+    losses["aux"].backward()
+    assert g.in_proj.weight.grad.abs().sum() > 0 and g.decoder.weight.grad.abs().sum() > 0
+    assert g.proj.weight.grad is None
+    assert "aux" not in model.generator_loss(x, lengths)[0]                # no targets, no auxiliary loss
+    assert "aux" not in Wav2VecU(CFG).generator_loss(x, lengths, units=units)[0]   # a model without a decoder
+
+
+def test_auxiliary_loss_needs_the_residual_layer_and_units():
+    with pytest.raises(ConfigError, match=r"GanConfig.aux_units: expected at least 2 units and residual=True"):
+        GanConfig(aux_weight=0.5, aux_units=64)
+    with pytest.raises(ConfigError, match=r"GanConfig.aux_units: expected"):
+        GanConfig(aux_weight=0.5, residual=True)
+    with pytest.raises(ConfigError, match=r"GanConfig.aux_weight: expected a weight >= 0"):
+        GanConfig(aux_weight=-1.0)
+
+
+def test_segment_units_take_each_pooled_segments_most_frequent_unit():
+    from speechssl.segmentation import segment_units
+
+    # segments of 2, 1, 3, 2, 2 frames pool to 3, 5 and 2 frames; the last has one unit left, the smallest wins a tie
+    assert segment_units(torch.tensor([4, 4, 1, 2, 3, 3, 2, 2, 0]), torch.tensor([2, 1, 3, 2, 2])).tolist() == [4, 2, 0]
+    assert segment_units(torch.tensor([1, 0]), torch.tensor([1, 1])).tolist() == [0]
+    assert segment_units(torch.tensor([5]), torch.tensor([1, 1, 2])).tolist() == [5, -1]    # beyond the units: -1
+
+
+def test_a_gan_run_saved_before_a_setting_existed_resumes(tmp_path):
+    """A checkpoint whose settings lack a field added since (here the auxiliary loss's) is the same run when the
+    field has its default; a field set otherwise is named."""
+    from speechssl.checkpoint import CheckpointError, save_checkpoint
+    from speechssl.gan import GanTrainConfig, train_gan
+
+    cfg = GanTrainConfig(batch_size=6, max_updates=10, eval_every=10)
+    ckpt = tmp_path / "gan.pt"
+    torch.manual_seed(0)
+    train_gan(Wav2VecU(CFG), toy_data(), cfg, checkpoint=ckpt, on_eval=lambda u, m: u)
+    state = torch.load(ckpt, weights_only=True)
+    for f in ("residual", "aux_units", "aux_weight"):
+        del state["config"]["model"][f]
+    save_checkpoint(ckpt, state)
+    assert train_gan(Wav2VecU(CFG), toy_data(), cfg, checkpoint=ckpt, on_eval=lambda u, m: u) == [10]   # read back
+    with pytest.raises(CheckpointError, match=r"other settings \(model.residual False -> True, model.aux_units 0 -> 4, "
+                                              r"model.aux_weight 0.0 -> 0.5\)"):
+        train_gan(Wav2VecU(AUX), toy_data(), cfg, checkpoint=ckpt)
+
+
+def test_stages_train_the_auxiliary_gan_on_mfcc_units_of_each_segment(tone_corpus, tmp_path):
+    stages = tiny_stages(tone_corpus, tmp_path)
+    stages.gan(0)
+    aux = tiny_stages(tone_corpus, tmp_path, runs="gan-aux",
+                      gan={"input_dim": 2, "discriminator_dim": 4, "residual": True, "aux_units": 3, "aux_weight": 0.5})
+    units, seg = aux.units(3), aux.segments()
+    assert [len(u) for u in units["train"]] == [len(f) for f in seg["train"]]
+    assert all(((u >= -1) & (u < 3)).all() for u in units["train"]) and 1 <= units["in_use"] <= 3
+    points = aux.gan(0)
+    assert [p["update"] for p in points] == [10, 20] and all(p["aux"] > 0 for p in points)
+    assert "aux" not in stages.gan(0)[0]                                   # the plain run, read back untouched
+    assert {"gan-seed0.pt", "gan-aux-seed0.pt", "units-3.pt"} <= {f.name for f in tmp_path.iterdir()}

@@ -35,12 +35,14 @@ __all__ = ["GanData", "GanTrainConfig", "train_gan", "track", "decode", "evaluat
 
 @dataclass
 class GanData:
-    """Segment features of the unlabelled audio (N, T, D) and phone ids of the unpaired text (M, L)."""
+    """Segment features of the unlabelled audio (N, T, D) and phone ids of the unpaired text (M, L); for the
+    auxiliary loss of wav2vec-U 2.0, a k-means unit of every segment (N, T), ``-1`` where there is none."""
 
     features: torch.Tensor
     lengths: torch.Tensor
     phones: torch.Tensor
     phone_lengths: torch.Tensor
+    units: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,18 @@ def _differences(saved: dict, current: dict) -> str:
     return ", ".join(out)
 
 
+def _with_defaults(config: dict) -> dict:
+    """A saved run's settings, with the default of every field added to the configurations since it was written
+    (a run of the same settings made before a field existed is the same run)."""
+    from .models.wav2vec_u import GanConfig
+
+    out = dict(config)
+    for part, defaults in (("model", GanConfig()), ("train", GanTrainConfig())):
+        if isinstance(out.get(part), dict):
+            out[part] = {**dataclasses.asdict(defaults), **out[part]}
+    return out
+
+
 def _read_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -139,9 +153,10 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     settings = {"model": dataclasses.asdict(model.cfg), "train": dataclasses.asdict(cfg), "data": data_key}
     if checkpoint is not None and Path(checkpoint).is_file():
         state = _read_state(Path(checkpoint))
-        if state.get("config") != settings:
+        saved = _with_defaults(state.get("config") or {})
+        if saved != settings:
             raise CheckpointError(f"{checkpoint}: written by a run with other settings "
-                                  f"({_differences(state.get('config') or {}, settings)}); delete it to start over")
+                                  f"({_differences(saved, settings)}); delete it to start over")
         model.load_state_dict(state["model"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -161,7 +176,8 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
             logged = {}
             net, opt = model.discriminator, opt_d
         else:
-            losses, ppl = model.generator_loss(x, lengths, rng)
+            units = data.units[idx, :x.size(1)] if data.units is not None else None
+            losses, ppl = model.generator_loss(x, lengths, rng, units)
             logged = {"prob_ppl": float(ppl.detach())}
             net, opt = model.generator, opt_g
         loss = sum(losses.values())

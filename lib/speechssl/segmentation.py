@@ -28,9 +28,10 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "SegmentedAudio",
-           "AudioPipeline", "to_original", "segment_boundaries", "phone_boundaries", "BoundaryScores", "boundary_scores",
-           "score_boundaries", "UtteranceSegmentation", "SegmentationView"]
+__all__ = ["spliced_mfcc", "voiced_intervals", "remove_silence", "segment_means", "pool_adjacent", "segment_units",
+           "mfcc_unit_targets", "SegmentedAudio", "AudioPipeline", "to_original", "segment_boundaries",
+           "phone_boundaries", "BoundaryScores", "boundary_scores", "score_boundaries", "UtteranceSegmentation",
+           "SegmentationView"]
 
 
 def voiced_intervals(wav: torch.Tensor, *, sample_rate: int = 16_000, margin_db: float = 15.0,
@@ -98,6 +99,52 @@ def pool_adjacent(segments: torch.Tensor) -> torch.Tensor:
     s = segments.size(0)
     pairs = segments[: s - s % 2].reshape(s // 2, 2, -1).mean(1)
     return torch.cat([pairs, segments[s - s % 2:]])
+
+
+def segment_units(units: torch.Tensor, frames_per_segment: torch.Tensor) -> torch.Tensor:
+    """The most frequent of the frames' ``units`` (F,) in each pooled segment (:func:`pool_adjacent` of the
+    segments of ``frames_per_segment`` frames), the smallest on a tie; ``-1`` for a segment whose frames lie
+    beyond the units. The auxiliary targets of wav2vec-U 2.0 (module notes of
+    :mod:`speechssl.models.wav2vec_u`) read at the GAN's segments."""
+    pooled = frames_per_segment[: len(frames_per_segment) // 2 * 2].reshape(-1, 2).sum(1)
+    if len(frames_per_segment) % 2:
+        pooled = torch.cat([pooled, frames_per_segment[-1:]])
+    ends = pooled.cumsum(0).tolist()
+    out = torch.full((len(pooled),), -1, dtype=torch.long)
+    for i, (start, end) in enumerate(zip([0, *ends[:-1]], ends)):
+        window = units[start:end]
+        if len(window):
+            out[i] = torch.bincount(window).argmax()
+    return out
+
+
+def mfcc_unit_targets(utterances: Sequence, root, frames_per_segment: Sequence[torch.Tensor], num_units: int,
+                      *, vad: bool = True, seed: int = 0) -> list[torch.Tensor]:
+    """wav2vec-U 2.0's auxiliary targets read at the GAN's segments: one k-means unit of MFCC frames per pooled
+    segment of every utterance (``frames_per_segment``: the layer frames of each segment before pooling).
+
+    As fairseq's ``prepare_audio_v2.sh``: 39-dim MFCC of the audio after silence removal, k-means with
+    ``num_units`` centres (``w2vu2.yaml`` ``target_dim 64``) fitted on these utterances; the 100 Hz units are
+    read on the layer's frame grid as HuBERT reads them (:func:`~speechssl.frames.labels_on_grid`, fairseq
+    ``target_downsample_rate 2``), then :func:`segment_units` takes each segment's most frequent one, since
+    this generator reads segments where wav2vec-U 2.0's reads frames."""
+    from .cluster import KMeans
+    from .data.audio import load_audio
+    from .features import mfcc
+    from .frames import MFCC_FRAMES, MODEL_FRAMES, labels_on_grid
+
+    frames = []
+    for u in utterances:
+        wav = load_audio(Path(root) / u.path)
+        frames.append(mfcc(remove_silence(wav, voiced_intervals(wav) if vad else [])))
+    kmeans = KMeans(num_units, seed=seed, progress=False).fit(torch.cat(frames))
+    out = []
+    for f, counts in zip(frames, frames_per_segment):
+        n = int(counts.sum())                       # the layer's frames: 100 Hz (MFCC) or 50 Hz (a model)
+        grid = MFCC_FRAMES if n == len(f) else MODEL_FRAMES
+        ids = torch.as_tensor(kmeans.predict(f)).long()
+        out.append(segment_units(labels_on_grid(ids, MFCC_FRAMES, grid, n), counts))
+    return out
 
 
 @dataclass

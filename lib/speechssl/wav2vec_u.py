@@ -176,11 +176,11 @@ class Stages:
     of the corpus at ``root``, cached in ``folder``; ``featurize`` reads the layer, ``source`` names it."""
 
     def __init__(self, folder, root, train: Sequence, dev: Sequence, text: Sequence, featurize, source: str,
-                 plan: Plan, *, silence_prob: float = 0.25, test: Sequence = ()):
+                 plan: Plan, *, silence_prob: float = 0.25, test: Sequence = (), runs: str = "gan"):
         if not text:
             raise ConfigError(f"unpaired text: expected at least one sentence in {root}, found an empty split")
         self.folder, self.root, self.train, self.dev, self.text = Path(folder), Path(root), train, dev, text
-        self.test = test
+        self.test, self.runs = test, runs          # runs: the GAN checkpoints' prefix, for another plan's GAN
         self.featurize, self.plan, self.silence_prob = featurize, plan, silence_prob
         self.corpus = _fingerprint(sorted((u.id, u.num_samples) for u in [*train, *dev, *test]))
         self.source = source
@@ -201,17 +201,17 @@ class Stages:
 
     def segments(self) -> dict:
         """``{"train": [(S, D)], "dev": [(S, D)], "test": [(S, D)], "explained": PCA's explained variance
-        ratio, "dev_segments": frames per segment before pooling, "dev_kept": voiced intervals}`` (``test`` is
-        empty without test utterances)."""
+        ratio, "train_segments"/"dev_segments": frames per segment before pooling, "dev_kept": voiced
+        intervals}`` (``test`` is empty without test utterances)."""
         from .checkpoint import save_checkpoint
 
         p = self.plan
         key = _fingerprint(self.source, self.corpus, p.num_clusters, p.pca_dim)
         state = self._cached("segments.pt", key)
-        if state is None:
+        if state is None or "train_segments" not in state:          # (made before it kept the training segments)
             pipe = AudioPipeline(self.featurize, self.root, num_clusters=p.num_clusters, pca_dim=p.pca_dim)
             train, dev = pipe.fit_transform(self.train), pipe.transform(self.dev)
-            state = {"key": key, "train": train.features, "dev": dev.features,
+            state = {"key": key, "train": train.features, "dev": dev.features, "train_segments": train.segments,
                      "test": pipe.transform(self.test).features if self.test else [],
                      "explained": float(pipe.pca.explained_variance_ratio_.sum()),
                      "dev_segments": dev.segments, "dev_kept": dev.kept}
@@ -246,9 +246,30 @@ class Stages:
         torch.manual_seed(seed)
         model = Wav2VecU(GanConfig(**{"input_dim": x.size(-1), **self.plan.gan}))
         cfg = GanTrainConfig(**{**self.plan.train, "seed": seed})
-        return track(model, GanData(x, lengths, y, ylengths), cfg, PhoneLM(text["plain"], order=4),
+        units, key = None, _fingerprint(seg["key"], text["key"])
+        if model.cfg.aux_weight > 0:
+            targets = self.units(model.cfg.aux_units)
+            units, key = pad_sequences(targets["train"], value=-1)[0], _fingerprint(key, targets["key"])
+        return track(model, GanData(x, lengths, y, ylengths, units), cfg, PhoneLM(text["plain"], order=4),
                      *pad_sequences(seg["dev"]), self.references(self.dev), on_eval=on_eval,
-                     checkpoint=self.folder / f"gan-seed{seed}.pt", data_key=_fingerprint(seg["key"], text["key"]))
+                     checkpoint=self.folder / f"{self.runs}-seed{seed}.pt", data_key=key)
+
+    def units(self, num_units: int) -> dict:
+        """wav2vec-U 2.0's auxiliary targets of the training segments (``units-<K>.pt``): ``{"train": [(S,)],
+        "in_use": int}`` (:func:`~speechssl.segmentation.mfcc_unit_targets`)."""
+        from .checkpoint import save_checkpoint
+        from .segmentation import mfcc_unit_targets
+
+        seg = self.segments()
+        key = _fingerprint("mfcc-units", seg["key"], num_units)
+        name = f"units-{num_units}.pt"
+        state = self._cached(name, key)
+        if state is None:
+            targets = mfcc_unit_targets(self.train, self.root, seg["train_segments"], num_units)
+            used = torch.cat(targets)
+            state = {"key": key, "train": targets, "in_use": int(torch.unique(used[used >= 0]).numel())}
+            save_checkpoint(self.folder / name, state)
+        return state
 
     @staticmethod
     def references(utterances: Sequence) -> list[list[str]] | None:

@@ -33,7 +33,13 @@ The model, top-down (paper Sec. 3, fairseq ``examples/wav2vec/unsupervised/model
      where ``PPL`` is the perplexity of the generator's softmax averaged over every joined output of the
      batch (fairseq ``prob_perplexity``; fairseq also averages the padded rows, which are uniform
      distributions, this book only the valid ones).
-5. **Alternation** (fairseq ``discrim_step``): odd updates train ``C``, even ones ``G``; each has its
+5. **Auxiliary unit loss** (wav2vec-U 2.0, Liu et al. 2022, Sec. 3; fairseq ``mmi_weight``,
+   ``generator_residual``), off by default: a residual linear layer reads the dropped-out segment features
+   first (``inter = in_proj(dropout(S))``, ``S + inter`` goes on to the convolution), and a linear decoder on
+   ``inter`` predicts a k-means unit of MFCC frames for every segment, a cross-entropy (targets ``-1``
+   ignored) averaged over every step of the batch, padding included, times the batch size and the weight
+   (``w2vu2.yaml``: 0.5), on generator steps only. It ties the generator's output back to its input.
+6. **Alternation** (fairseq ``discrim_step``): odd updates train ``C``, even ones ``G``; each has its
    own Adam (``w2vu.yaml``: ``G`` lr 4e-4, ``C`` lr 5e-4 with decoupled weight decay 1e-4, betas
    (0.5, 0.98), eps 1e-6, constant rates, gradients clipped at 5).
 """
@@ -69,6 +75,9 @@ class GanConfig:
     smoothness_weight: float = 0.5     # gamma
     code_penalty: float = 4.0          # eta
     penalty_norm: str = "time"         # L_gp's norm: "time" (fairseq) or "sample" (the paper's Eq. 2)
+    residual: bool = False             # fairseq generator_residual (w2vu2.yaml: true)
+    aux_units: int = 0                 # fairseq target_dim: the k-means units of the auxiliary loss (w2vu2: 64)
+    aux_weight: float = 0.0            # fairseq mmi_weight (w2vu2.yaml: 0.5); 0: no auxiliary loss
 
     def __post_init__(self) -> None:
         for f in ("input_dim", "num_phones", "generator_kernel", "discriminator_dim", "discriminator_depth",
@@ -81,9 +90,12 @@ class GanConfig:
                 raise config_error("GanConfig", f, "a probability in [0, 1)", getattr(self, f))
         if self.penalty_norm not in ("time", "sample"):
             raise config_error("GanConfig", "penalty_norm", "'time' (fairseq) or 'sample' (the paper)", self.penalty_norm)
-        for f in ("gradient_penalty", "smoothness_weight", "code_penalty"):
+        for f in ("gradient_penalty", "smoothness_weight", "code_penalty", "aux_weight"):
             if not getattr(self, f) >= 0:
                 raise config_error("GanConfig", f, "a weight >= 0", getattr(self, f))
+        if self.aux_weight > 0 and not (self.residual and isinstance(self.aux_units, int) and self.aux_units >= 2):
+            raise config_error("GanConfig", "aux_units", "at least 2 units and residual=True with aux_weight > 0 "
+                               "(the decoder reads the residual layer's output)", (self.aux_units, self.residual))
 
 
 def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -114,18 +126,27 @@ class TimeConv(nn.Conv1d):
 
 
 class Generator(nn.Module):
-    """Segment representations (B, T, D) -> phone logits (B, T + 1, V) (fairseq ``Generator``)."""
+    """Segment representations (B, T, D) -> phone logits (B, T + 1, V) (fairseq ``Generator``), with the
+    residual layer and the unit decoder of wav2vec-U 2.0 when the configuration asks for them."""
 
     def __init__(self, cfg: GanConfig):
         super().__init__()
         self.dropout = nn.Dropout(cfg.generator_dropout)
         k = cfg.generator_kernel
         self.proj = TimeConv(cfg.input_dim, cfg.num_phones, k, k // 2, k // 2, bias=False)
+        self.in_proj = nn.Linear(cfg.input_dim, cfg.input_dim) if cfg.residual else None
+        self.decoder = nn.Linear(cfg.input_dim, cfg.aux_units) if cfg.aux_weight > 0 else None
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, *, units: bool = False):
+        """Logits and their lengths; with ``units``, also the decoder's unit logits (B, T, aux_units)."""
         x = x * lengths_mask(lengths, x.size(1))[..., None]     # padded segments read as the conv's zeros
+        inter = None
+        if self.in_proj is not None:
+            inter = self.in_proj(self.dropout(x))
+            x = x + inter
         logits = self.proj(self.dropout(x))
-        return logits, lengths + (logits.size(1) - x.size(1))
+        out = logits, lengths + (logits.size(1) - x.size(1))
+        return (*out, self.decoder(inter)) if units else out
 
 
 def join_runs(logits: torch.Tensor, lengths: torch.Tensor, *, sample: bool,
@@ -254,11 +275,14 @@ class Wav2VecU(nn.Module):
                                                                                 self.cfg.penalty_norm)
         return out
 
-    def generator_loss(self, features: torch.Tensor, lengths: torch.Tensor,
-                       rng: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Losses of a generator step (target "real" for its output, gamma L_sp, eta L_pd), and the
-        perplexity of its average output."""
-        logits, out_lengths = self.generate(features, lengths, rng=rng)
+    def generator_loss(self, features: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator | None = None,
+                       units: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Losses of a generator step (target "real" for its output, gamma L_sp, eta L_pd, and the auxiliary
+        loss on the segments' ``units`` (B, T), ``-1`` where there is none, when the model has a decoder), and
+        the perplexity of its average output."""
+        aux = self.generator.decoder is not None and units is not None
+        raw, raw_lengths, *unit_logits = self.generator(features, lengths, units=aux)
+        logits, out_lengths = join_runs(raw, raw_lengths, sample=self.training, generator=rng)
         # [eq w2vu-g]
         d_fake = self.discriminator(logits.softmax(-1), out_lengths)
         batch = features.size(0)                                          # fairseq sample_size
@@ -269,4 +293,10 @@ class Wav2VecU(nn.Module):
         if self.cfg.smoothness_weight > 0:
             out["smoothness"] = self.cfg.smoothness_weight * batch * smoothness_penalty(logits, out_lengths)
         # [/eq w2vu-g]
+        if aux:
+            # [eq w2vu2-aux]
+            t = min(units.size(1), unit_logits[0].size(1))
+            ce = F.cross_entropy(unit_logits[0][:, :t].transpose(1, 2), units[:, :t], ignore_index=-1, reduction="none")
+            out["aux"] = self.cfg.aux_weight * batch * ce.mean()
+            # [/eq w2vu2-aux]
         return out, ppl.detach()
