@@ -186,20 +186,15 @@ def test_iterations_run_the_scale_plans_and_reuse_finished_runs(corpus, tmp_path
 def test_a_teacher_of_another_model_is_refused_by_name(tmp_path):
     """``load_hubert`` reads a HuBERT checkpoint back as the model it was, and names a wav2vec 2.0 checkpoint
     given as the teacher instead of loading it."""
-    from speechssl.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model_config_of, save_checkpoint
+    from test_wav2vec_u import save_encoder
+
     from speechssl.models import Wav2Vec2
 
     hubert = Hubert(recipe("hubert", "tiny").model).eval()
-    path = save_checkpoint(tmp_path / "hubert.pt", {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                                                    "model_name": "hubert", "model_config": model_config_of(hubert),
-                                                    "model": hubert.state_dict(), "step": 0})
-    loaded = load_hubert(path)
+    loaded = load_hubert(save_encoder(tmp_path / "hubert.pt", "hubert", hubert))
     assert isinstance(loaded, Hubert) and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(hubert.state_dict().values(), loaded.state_dict().values()))
-    w2v2 = Wav2Vec2(recipe("wav2vec2", "tiny").model)
-    path = save_checkpoint(tmp_path / "w2v2.pt", {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                                                  "model_name": "wav2vec2", "model_config": model_config_of(w2v2),
-                                                  "model": w2v2.state_dict(), "step": 0})
+    path = save_encoder(tmp_path / "w2v2.pt", "wav2vec2", Wav2Vec2(recipe("wav2vec2", "tiny").model))
     with pytest.raises(ConfigError, match=r"--teacher .*w2v2.pt: expected a checkpoint of hubert, found one of "
                                           r"'wav2vec2'"):
         load_hubert(path)
