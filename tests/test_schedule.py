@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from speechssl.testing.schedule import CHAIN_OF, CHAINS, CROSS_READS, group
+from speechssl.testing.schedule import CHAIN_OF, CHAINS, CROSS_READS, ChainScheduling, group
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(p.stem for p in (ROOT / "chapters").glob("*.ipynb"))
@@ -40,3 +40,10 @@ def test_groups_of_items():
     assert group(ROOT / "book" / "results.ipynb") == "results.ipynb"
     with pytest.raises(pytest.UsageError, match="07_new.ipynb: this chapter is in no chain"):
         group(ROOT / "chapters" / "07_new.ipynb")
+
+
+def test_the_scheduler_scopes_a_chain_as_one():
+    scope = lambda nodeid: ChainScheduling._split_scope(None, nodeid)  # noqa: E731
+    assert scope("chapters/05_hubert.ipynb::Cell 3") == scope("chapters/06b_ablation_auxiliary.ipynb::Cell 0")
+    assert scope("chapters/05_hubert.ipynb::Cell 3") != scope("chapters/05c_hubert_finetune.ipynb::Cell 3")
+    assert scope("tests/test_cluster.py::test_a[1-2]") == scope("tests/test_cluster.py::test_b") == "test_cluster.py"

@@ -1,7 +1,7 @@
 """pytest plugin: run the test command on two pytest-xdist workers without changing a bit of any output.
 
-Load it with ``-p speechssl.testing.schedule`` beside ``-n 2 --dist loadgroup`` (``scripts/test.sh`` does).
-It puts each collected item in an ``xdist_group``, so that one worker runs a whole group, in collection
+Load it with ``-p speechssl.testing.schedule`` beside ``-n 2 --dist loadscope`` (``scripts/test.sh`` does).
+Its scheduler gives xdist one scope per group of tests, and one worker runs a whole scope, in collection
 order:
 
 - each unit-test module is one group, so its module-scoped fixtures are built once;
@@ -10,11 +10,12 @@ order:
   writes it. So a writer and its readers share a chain, and the chain runs them in the book's order.
   Two reads cross the chains, and each comes long after its writer has finished: chapter 5 reads
   chapter 3's wav2vec 2.0 after its own two trainings, and page 5c, the last of its chain, reads chapter
-  5's HuBERT. If a read ever came first, the reader would train the same bits itself (the runs are
-  deterministic and their files are written atomically), only more slowly.
+  5's HuBERT. A read that came before its writer had finished would train the same run a second time,
+  side by side with the writer; the order of the chains, not a lock, keeps that from happening.
 
-xdist hands out the largest groups first, so the two chains start at once, one on each worker, and the
-unit tests and the results page fill in behind them.
+xdist hands out the largest scopes first, so the two chains start at once, one on each worker, and the
+unit tests and the results page fill in behind them. (A scheduler, because xdist's own ``xdist_group``
+marks left the node ids unmarked under pytest 9.2 with xdist 3.8, and every test went its own way.)
 
 Two notebooks at once keep their outputs bit for bit: each kernel still uses 2 threads
 (:func:`speechssl.chapter.setup`), and the number of threads, not the number of free cores, decides how
@@ -29,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 #: The chapter notebooks in two chains of about equal cost (minutes of ``tiny`` runs on 2 idle cores).
 CHAINS: dict[str, tuple[str, ...]] = {
@@ -58,7 +60,17 @@ def group(path: Path) -> str:
     return path.name
 
 
-@pytest.hookimpl(tryfirst=True)   # before xdist reads the marks into the node ids
+class ChainScheduling(LoadScopeScheduling):
+    """xdist's ``loadscope`` scheduling with :func:`group` as the scope of each test."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return group(Path(nodeid.split("::", 1)[0]))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> ChainScheduling:
+    return ChainScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(Path(item.path))))
+    for item in items:    # a chapter in no chain is refused here, before anything runs
+        group(Path(item.path))
