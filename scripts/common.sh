@@ -7,10 +7,6 @@ source scripts/activate.sh
 export SPEECHSSL_PROGRESS=${SPEECHSSL_PROGRESS:-0}
 export SPEECHSSL_SCALE=${SPEECHSSL_SCALE:-tiny}
 export PYDEVD_DISABLE_FILE_VALIDATION=1
-# OpenMP threads that wait at a barrier sleep instead of spinning: the same bits, and two 2-thread
-# processes on 2 cores (the test command's two workers) then share the cores instead of taking them from
-# each other (bench/bench_parallel.py).
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # One kernel path on every x86-64 CPU with AVX-512 (MKL's reproducible branch, no oneDNN), so that
 # the tiny trainings give the committed outputs on any such machine: see lib/speechssl/kernels.py.
 eval "$(python -m speechssl.kernels)"
