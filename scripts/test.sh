@@ -7,6 +7,8 @@
 # The notebooks run one after the other, each with the 2 threads its stored outputs were computed with:
 # two chapters at once each took about twice as long as alone (bench/RESULTS.md), and later chapters
 # reuse the runs of earlier ones. Both parts always run; the exit status is the first failure's.
+# In the unit-test part, OpenMP threads waiting at a barrier sleep instead of spinning, so that two
+# workers using torch threads at once do not take the cores from each other (bench/RESULTS.md).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 status=0
 OMP_WAIT_POLICY=PASSIVE python -m pytest tests -n 2 -p no:cacheprovider "$@" || status=$?
