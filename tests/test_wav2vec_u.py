@@ -713,6 +713,76 @@ def test_the_cipher_read_by_phone_frequency_alone(tmp_path):
     assert Stages.references(stages.dev) is None and stages.frequency_cipher() is None
 
 
+def test_readings_of_the_cipher_by_rank_and_by_filter():
+    """frequency_code pairs the two streams' phones by frequency rank; reading_weights moves each phone's matched
+    filter to the phone it is read as, so the generator reads the code that way; the identity reading is
+    solution_weights."""
+    from speechssl.cipher import frequency_code, reading_weights, solution_weights
+    from speechssl.data.phones import PHONES
+
+    assert frequency_code("aaabbc", "xxyyyz") == {"a": "y", "b": "x", "c": "z"}
+    assert frequency_code("aab", "x") == {"a": "x", "b": "a"}            # beyond the text's inventory: one-to-one
+    g = torch.Generator().manual_seed(0)
+    code = torch.randn(40, 32, generator=g)
+    everyone = {p: p for p in PHONES}
+    torch.testing.assert_close(reading_weights(code, 4, 10.0, everyone), solution_weights(code, 4, 10.0))
+    model = Wav2VecU(GanConfig(input_dim=32)).eval()
+    swap = {**everyone, "AE": "T", "T": "AE"}
+    with torch.no_grad():
+        model.generator.proj.weight.copy_(reading_weights(code, 4, 10.0, swap))
+    said = ["AE", "T", "K", "AE"]
+    logits, _ = model.generator(code[[PHONES.index(p) for p in said]][None], torch.tensor([4]))
+    assert [PHONES[i] for i in logits[0, :4].argmax(-1)] == ["T", "AE", "K", "T"]
+
+
+def test_probe_discriminator_tells_a_constant_generator_from_text_and_trains_only_itself():
+    """A generator that says one phone everywhere against text of varied phones: the discriminator, trained
+    alone, tells them apart (cross-entropy far below ln 2); the generator is untouched, and the probe is
+    repeatable."""
+    from speechssl.gan import GanData, GanTrainConfig, probe_discriminator
+
+    g = torch.Generator().manual_seed(0)
+    data = GanData(torch.ones(16, 10, 8), torch.full((16,), 10), torch.randint(1, 40, (64, 10), generator=g),
+                   torch.full((64,), 10))
+    cfg = GanTrainConfig(batch_size=8, seed=0)
+
+    def probe(steps):
+        torch.manual_seed(0)
+        model = Wav2VecU(GanConfig(input_dim=8, discriminator_dim=16, generator_dropout=0.0))
+        with torch.no_grad():
+            model.generator.proj.weight.zero_()
+            model.generator.proj.weight[0] = 10.0 / (8 * 4)                    # phone 0, logit 10, everywhere
+        before = model.generator.proj.weight.clone()
+        bce = probe_discriminator(model, data, cfg, steps)
+        assert torch.equal(model.generator.proj.weight, before)
+        return bce
+
+    first = probe(300)
+    assert first < 0.2 < 0.69 and probe(300) == first
+
+
+def test_stages_probe_the_discriminator_on_the_solution_and_the_frequency_reading(tmp_path):
+    """With the text's phones in the audio's frequency order, the frequency-rank reading is the solution, and the
+    probe gives the two the same value."""
+    from speechssl.data.manifest import Utterance
+    from speechssl.wav2vec_u import Plan, Stages
+
+    def utt(i, phones):
+        return Utterance(id=f"u{i}", path=f"u{i}.flac", num_samples=16000, speaker="s", phones=phones,
+                         alignment=[(p, 0, 1) for p in ["sil", *phones, "sil"]])
+
+    train = [utt(0, ["AE", "AE", "T", "AE", "T", "K"]), utt(1, ["AE", "T", "AE"])]
+    stages = Stages(tmp_path, tmp_path, train, train, [object()], None, "x",
+                    Plan(0, 2, 8, {"discriminator_dim": 4}, {"batch_size": 2}))
+    text = [["sil", "AE", "T", "AE", "K", "AE", "sil"], ["sil", "AE", "T", "AE", "T", "sil"]]
+    stages.sentences = lambda: {"with_silence": text}
+    out = stages.discriminator_probe(steps=8)
+    assert set(out) == {"solution", "frequency"} and out["solution"] == out["frequency"] > 0
+    text[:] = [[{"AE": "T", "T": "AE"}.get(p, p) for p in s] for s in text]
+    other = stages.discriminator_probe(steps=8)
+    assert other["solution"] != other["frequency"]
+
+
 def test_the_command_runs_on_librispeech_audio_and_a_text_file(tmp_path, capsys):
     """The whole command on a LibriSpeech-layout tree with a wav2vec 2.0 checkpoint and a text file of
     sentences: every stage runs and the selection is written; the corpus has no phone transcripts, so no PER

@@ -30,7 +30,8 @@ from .models.wav2vec_u import Wav2VecU
 from .ngram import PhoneLM
 from .unpaired import Selection, phones_without_silence, weighted_lm_ppl
 
-__all__ = ["GanData", "GanTrainConfig", "train_gan", "track", "decode", "evaluate", "linear_ctc"]
+__all__ = ["GanData", "GanTrainConfig", "train_gan", "probe_discriminator", "track", "decode", "evaluate",
+           "linear_ctc"]
 
 
 @dataclass
@@ -204,6 +205,32 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
                                              "opt_d": opt_d.state_dict(), "batches": rng.get_state(),
                                              "dropout": torch.get_rng_state()})
     return history
+
+
+def probe_discriminator(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, steps: int) -> float:
+    """Train ``model``'s discriminator alone against its generator as it is (frozen) for ``steps`` steps of
+    :func:`train_gan`'s discriminator (its batches, loss with the gradient penalty, Adam and clipping) and
+    return its mean binary cross-entropy per sequence over the last quarter of the steps, generated and real
+    sequences together, the penalty left out. ln 2 (0.693) is a discriminator that cannot tell the
+    generator's output from text; the lower, the better it tells them apart."""
+    rng = torch.Generator().manual_seed(cfg.seed)
+    opt = _adam(model.discriminator.parameters(), cfg.lr_discriminator, cfg, cfg.weight_decay_discriminator)
+    n_audio, n_text = len(data.features), len(data.phones)
+    model.train()
+    bce = []
+    for _ in range(steps):
+        idx = torch.randint(n_audio, (min(cfg.batch_size, n_audio),), generator=rng)
+        t = torch.randint(n_text, (min(cfg.batch_size, n_text),), generator=rng)
+        lengths, tl = data.lengths[idx], data.phone_lengths[t]
+        losses = model.discriminator_loss(data.features[idx, :int(lengths.max())], lengths,
+                                          data.phones[t, :int(tl.max())], tl, rng)
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.discriminator.parameters(), cfg.clip_norm)
+        opt.step()
+        bce.append(float(losses["dense_d"].detach() + losses["token_d"].detach()) / (len(idx) + len(t)))
+    last = bce[-max(1, steps // 4):]
+    return sum(last) / len(last)
 
 
 def track(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, lm: PhoneLM, dev_features: torch.Tensor,

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from .cipher import cipher_features, frequency_code, solution_weights, true_segments
 from .data.phones import PHONES, SILENCE
 from .errors import ConfigError
 from .ngram import PhoneLM
@@ -55,37 +56,8 @@ from .unpaired import (InventoryError, Selection, check_inventory, check_same_in
 __all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_inventory", "check_same_inventory",
            "segment_means", "pool_adjacent", "lexicon", "with_silence", "vocabulary_usage", "weighted_lm_ppl",
            "Selection", "pad_sequences", "phones_without_silence", "text_batches", "SegmentedAudio", "AudioPipeline",
-           "PLANS", "Plan", "Stages", "main", "true_segments", "cipher_features", "solution_weights", "layer_source",
-           "mfcc_source", "load_feature_model"]
-
-
-def true_segments(utterance, inventory: Sequence[str] = PHONES) -> list[int]:
-    """The phone ids of an utterance's alignment, one per aligned segment (``sil`` included): the segments
-    a perfect segmenter would find."""
-    index = {p: i for i, p in enumerate(inventory)}
-    return [index[p] for p, _, _ in utterance.alignment]
-
-
-def cipher_features(utterances: Sequence, dim: int, seed: int = 0, noise: float = 0.0,
-                    inventory: Sequence[str] = PHONES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A substitution cipher of the true segments: phone ``p`` becomes a fixed random vector ``E[p]`` (plus
-    Gaussian noise of standard deviation ``noise``). Returns the padded features (N, T, dim), the lengths
-    and ``E``."""
-    g = torch.Generator().manual_seed(seed)
-    code = torch.randn(len(inventory), dim, generator=g)
-    seqs = [torch.tensor(true_segments(u, inventory)) for u in utterances]
-    feats = [code[s] + noise * torch.randn(len(s), dim, generator=g) for s in seqs]
-    x, lengths = pad_sequences(feats)
-    return x, lengths, code
-
-
-def solution_weights(code: torch.Tensor, kernel: int, margin: float) -> torch.Tensor:
-    """Generator weights (V, D, kernel) that solve the cipher of ``code`` (V, D): on the tap that reads the
-    current segment (``kernel // 2``, the generator's left padding), phone ``p``'s filter is ``E[p]`` scaled so
-    that segment ``E[p]`` gives phone ``p`` the logit ``margin``; the other taps are zero."""
-    w = torch.zeros(code.size(0), code.size(1), kernel)
-    w[:, :, kernel // 2] = margin * code / code.square().sum(1, keepdim=True)
-    return w
+           "PLANS", "Plan", "Stages", "main", "true_segments", "cipher_features", "solution_weights", "frequency_code",
+           "layer_source", "mfcc_source", "load_feature_model"]
 
 
 # -- the command --------------------------------------------------------------------------------------
@@ -278,11 +250,13 @@ class Stages:
             return None
         return [[p for p in u.phones if p != SILENCE] for u in utterances]
 
-    def cipher(self, seed: int = 0, *, solved: float = 0.0, max_updates: int | None = None, on_eval=None) -> list[dict]:
-        """The GAN of this plan on a substitution cipher of the true segments (:func:`cipher_features` of
-        dimension ``pca_dim``, code seed 0) against the same text, evaluated on ``dev`` as :meth:`gan` is;
-        not cached. ``solved > 0`` starts the generator at the solution with that logit margin
-        (:func:`solution_weights`): whether training stays there tells whether the solution is a fixed point."""
+    def cipher(self, seed: int = 0, *, solved: float = 0.0, max_updates: int | None = None, on_eval=None,
+               **gan) -> list[dict]:
+        """The GAN of this plan (``gan``: settings over the plan's) on a substitution cipher of the true segments
+        (:func:`cipher_features` of dimension ``pca_dim``, code seed 0) against the same text, evaluated on
+        ``dev`` as :meth:`gan` is; not cached. ``solved > 0`` starts the generator at the solution with that
+        logit margin (:func:`solution_weights`): whether training stays there tells whether the solution is a
+        fixed point."""
         from .gan import GanData, GanTrainConfig, track
         from .models.wav2vec_u import GanConfig, Wav2VecU
 
@@ -290,7 +264,7 @@ class Stages:
         dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
         text = self.sentences()
         torch.manual_seed(seed)
-        model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan}))
+        model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan, **gan}))
         if solved > 0:
             with torch.no_grad():
                 model.generator.proj.weight.copy_(solution_weights(code, model.cfg.generator_kernel, solved))
@@ -309,15 +283,42 @@ class Stages:
         refs = self.references(self.dev)
         if refs is None:
             return None
-        audio = Counter(p for u in self.train for p, _, _ in u.alignment)
-        text = [p for p, _ in Counter(p for s in self.sentences()["with_silence"] for p in s).most_common()]
-        ranked = [p for p, _ in audio.most_common()]
-        code = dict(zip(ranked, text + [p for p in ranked if p not in text]))
+        code = self.frequency_code()
         hyps = []
         for u in self.dev:
             seq = [code.get(p, p) for p, _, _ in u.alignment]
             hyps.append([q for i, q in enumerate(seq) if q != SILENCE and (i == 0 or q != seq[i - 1])])
         return phone_error_rate(refs, hyps).rate
+
+    def frequency_code(self) -> dict[str, str]:
+        """Each phone of the training segments -> the phone of the same frequency rank in the text the
+        discriminator reads (:func:`~speechssl.cipher.frequency_code`)."""
+        return frequency_code((p for u in self.train for p, _, _ in u.alignment),
+                              (p for s in self.sentences()["with_silence"] for p in s))
+
+    def discriminator_probe(self, steps: int = 1500, **gan) -> dict[str, float]:
+        """What the discriminator of this plan (``gan``: settings over the plan's) can tell on the cipher of
+        :meth:`cipher`: trained alone (:func:`~speechssl.gan.probe_discriminator`) against a generator frozen
+        at the solution (``"solution"``) and against one frozen at the frequency-rank reading
+        (``"frequency"``, :meth:`frequency_code`), both with a logit margin of 10, its cross-entropy per
+        sequence on each; ln 2 is a discriminator that cannot tell their output from text."""
+        from .cipher import reading_weights
+        from .gan import GanData, GanTrainConfig, probe_discriminator
+        from .models.wav2vec_u import GanConfig, Wav2VecU
+
+        x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
+        data = GanData(x, lengths, *text_batches(self.sentences()["with_silence"]))
+        cfg = GanTrainConfig(**{**self.plan.train, "seed": 0})
+        by_rank = self.frequency_code()
+        readings = {"solution": {p: p for p in by_rank}, "frequency": by_rank}
+        out = {}
+        for name, reading in readings.items():
+            torch.manual_seed(0)
+            model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan, **gan}))
+            with torch.no_grad():
+                model.generator.proj.weight.copy_(reading_weights(code, model.cfg.generator_kernel, 10.0, reading))
+            out[name] = probe_discriminator(model, data, cfg, steps)
+        return out
 
     def model(self, point: dict) -> "Wav2VecU":
         """The GAN of this plan with the generator saved in an evaluation ``point`` of :meth:`gan`."""
