@@ -133,6 +133,28 @@ def _adam(params, lr: float, cfg: GanTrainConfig, weight_decay: float) -> torch.
     return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=weight_decay)
 
 
+def _audio_batch(data: GanData, cfg: GanTrainConfig, rng: torch.Generator):
+    """A batch of utterances drawn from ``rng``: their indices, features cut to the longest, and lengths."""
+    idx = torch.randint(len(data.features), (min(cfg.batch_size, len(data.features)),), generator=rng)
+    lengths = data.lengths[idx]
+    return idx, data.features[idx, :int(lengths.max())], lengths
+
+
+def _discriminator_losses(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, rng: torch.Generator,
+                          x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The discriminator step's losses on the audio batch ``x`` and a batch of sentences drawn from ``rng``."""
+    t = torch.randint(len(data.phones), (min(cfg.batch_size, len(data.phones)),), generator=rng)
+    tl = data.phone_lengths[t]
+    return model.discriminator_loss(x, lengths, data.phones[t, :int(tl.max())], tl, rng)
+
+
+def _step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, cfg: GanTrainConfig) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
+    opt.step()
+
+
 def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
               on_eval: Callable[[int, dict[str, float]], Any] | None = None,
               checkpoint: str | os.PathLike | None = None, data_key: str = "") -> list[Any]:
@@ -146,7 +168,6 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     rng = torch.Generator().manual_seed(cfg.seed)
     opt_g = _adam(model.generator.parameters(), cfg.lr_generator, cfg, 0.0)
     opt_d = _adam(model.discriminator.parameters(), cfg.lr_discriminator, cfg, cfg.weight_decay_discriminator)
-    n_audio, n_text = len(data.features), len(data.phones)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     history: list[Any] = []
@@ -167,13 +188,9 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     model.train()
     start = time.perf_counter()
     for update in range(first, cfg.max_updates + 1):
-        idx = torch.randint(n_audio, (min(cfg.batch_size, n_audio),), generator=rng)
-        lengths = data.lengths[idx]
-        x = data.features[idx, :int(lengths.max())]
+        idx, x, lengths = _audio_batch(data, cfg, rng)
         if update % 2 == 1:                                  # fairseq discrim_step: odd updates
-            t = torch.randint(n_text, (min(cfg.batch_size, n_text),), generator=rng)
-            tl = data.phone_lengths[t]
-            losses = model.discriminator_loss(x, lengths, data.phones[t, :int(tl.max())], tl, rng)
+            losses = _discriminator_losses(model, data, cfg, rng, x, lengths)
             logged = {}
             net, opt = model.discriminator, opt_d
         else:
@@ -184,10 +201,7 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"wav2vec-U: the loss is {float(loss)} at update {update}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
-        opt.step()
+        _step(net, opt, loss, cfg)
         logged.update((k, float(v.detach())) for k, v in losses.items())
         for k, v in logged.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -215,20 +229,14 @@ def probe_discriminator(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, ste
     generator's output from text; the lower, the better it tells them apart."""
     rng = torch.Generator().manual_seed(cfg.seed)
     opt = _adam(model.discriminator.parameters(), cfg.lr_discriminator, cfg, cfg.weight_decay_discriminator)
-    n_audio, n_text = len(data.features), len(data.phones)
     model.train()
     bce = []
     for _ in range(steps):
-        idx = torch.randint(n_audio, (min(cfg.batch_size, n_audio),), generator=rng)
-        t = torch.randint(n_text, (min(cfg.batch_size, n_text),), generator=rng)
-        lengths, tl = data.lengths[idx], data.phone_lengths[t]
-        losses = model.discriminator_loss(data.features[idx, :int(lengths.max())], lengths,
-                                          data.phones[t, :int(tl.max())], tl, rng)
-        opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        torch.nn.utils.clip_grad_norm_(model.discriminator.parameters(), cfg.clip_norm)
-        opt.step()
-        bce.append(float(losses["dense_d"].detach() + losses["token_d"].detach()) / (len(idx) + len(t)))
+        idx, x, lengths = _audio_batch(data, cfg, rng)
+        losses = _discriminator_losses(model, data, cfg, rng, x, lengths)
+        _step(model.discriminator, opt, sum(losses.values()), cfg)
+        sequences = len(idx) + min(cfg.batch_size, len(data.phones))
+        bce.append(float(losses["dense_d"].detach() + losses["token_d"].detach()) / sequences)
     last = bce[-max(1, steps // 4):]
     return sum(last) / len(last)
 

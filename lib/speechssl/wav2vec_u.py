@@ -258,13 +258,13 @@ class Stages:
         logit margin (:func:`solution_weights`): whether training stays there tells whether the solution is a
         fixed point."""
         from .gan import GanData, GanTrainConfig, track
-        from .models.wav2vec_u import GanConfig, Wav2VecU
+        from .models.wav2vec_u import Wav2VecU
 
         x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
         dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
         text = self.sentences()
         torch.manual_seed(seed)
-        model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan, **gan}))
+        model = Wav2VecU(self._gan_config(**gan))
         if solved > 0:
             with torch.no_grad():
                 model.generator.proj.weight.copy_(solution_weights(code, model.cfg.generator_kernel, solved))
@@ -304,7 +304,7 @@ class Stages:
         sequence on each; ln 2 is a discriminator that cannot tell their output from text."""
         from .cipher import reading_weights
         from .gan import GanData, GanTrainConfig, probe_discriminator
-        from .models.wav2vec_u import GanConfig, Wav2VecU
+        from .models.wav2vec_u import Wav2VecU
 
         x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
         data = GanData(x, lengths, *text_batches(self.sentences()["with_silence"]))
@@ -314,17 +314,23 @@ class Stages:
         out = {}
         for name, reading in readings.items():
             torch.manual_seed(0)
-            model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan, **gan}))
+            model = Wav2VecU(self._gan_config(**gan))
             with torch.no_grad():
                 model.generator.proj.weight.copy_(reading_weights(code, model.cfg.generator_kernel, 10.0, reading))
             out[name] = probe_discriminator(model, data, cfg, steps)
         return out
 
+    def _gan_config(self, **gan):
+        """The GAN of this plan on segments of its PCA dimension, ``gan`` settings over the plan's."""
+        from .models.wav2vec_u import GanConfig
+
+        return GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan, **gan})
+
     def model(self, point: dict) -> "Wav2VecU":
         """The GAN of this plan with the generator saved in an evaluation ``point`` of :meth:`gan`."""
-        from .models.wav2vec_u import GanConfig, Wav2VecU
+        from .models.wav2vec_u import Wav2VecU
 
-        model = Wav2VecU(GanConfig(**{"input_dim": self.plan.pca_dim, **self.plan.gan}))
+        model = Wav2VecU(self._gan_config())
         model.generator.load_state_dict(point["generator"])
         return model.eval()
 
