@@ -735,6 +735,55 @@ def test_readings_of_the_cipher_by_rank_and_by_filter():
     assert [PHONES[i] for i in logits[0, :4].argmax(-1)] == ["T", "AE", "K", "T"]
 
 
+def test_decipher_finds_the_reading_the_text_bigrams_favour():
+    """Sentences walked on a chain with no symmetry (each symbol has its own followers), and audio of other walks
+    on the same chain under a substitution code: the greedy search over readings, started at a reading with two
+    pairs swapped, mends them in two swaps; from the frequency-rank reading it also reads every coded symbol as its
+    original; and started there it makes no swap."""
+    import random
+
+    from speechssl.cipher import decipher, frequency_code
+
+    follow = {"a": "bbc", "b": "cd", "c": "aeee", "d": "af", "e": "bdf", "f": "a"}
+    rng = random.Random(0)
+
+    def walk(n):
+        out = [rng.choice("abcdef")]
+        while len(out) < n:
+            out.append(rng.choice(follow[out[-1]]))
+        return out
+
+    code = dict(zip("abcdef", "UVWXYZ"))
+    text = [walk(12) for _ in range(200)]
+    audio = [[code[p] for p in walk(12)] for _ in range(100)]
+    truth = {v: k for k, v in code.items()}
+    two_off = {**truth, "U": "b", "V": "a", "W": "d", "X": "c"}               # two pairs read the other way
+    assert decipher(audio, text, two_off) == (truth, 2)
+    assert decipher(audio, text, frequency_code((p for s in audio for p in s), (p for s in text for p in s)))[0] == truth
+    assert decipher(audio, text, truth) == (truth, 0)
+
+
+def test_stages_decipher_the_true_segments(tmp_path):
+    """When the text is the audio's transcripts, the frequency-rank reading and the search both read the cipher
+    right (no swap, dev PER 0); with two phones renamed in the text, the search reads them as renamed."""
+    from speechssl.data.manifest import Utterance
+    from speechssl.wav2vec_u import Plan, Stages
+
+    def utt(i, phones):
+        return Utterance(id=f"u{i}", path=f"u{i}.flac", num_samples=16000, speaker="s", phones=phones,
+                         alignment=[(p, 0, 1) for p in ["sil", *phones, "sil"]])
+
+    train = [utt(0, ["AE", "T", "AE", "T", "K"]), utt(1, ["AE", "T", "AE"])]   # no runs for JOIN to merge
+    stages = Stages(tmp_path, tmp_path, train, train, [object()], None, "x", Plan(0, 2, 8))
+    text = [[p for p, _, _ in u.alignment] for u in train]
+    stages.sentences = lambda: {"with_silence": text}
+    out = stages.decipher()
+    assert out["swaps"] == 0 and out["wrong"] == 0 and out["dev_per"] == 0.0
+    text[:] = [[{"T": "K", "K": "T"}.get(p, p) for p in s] for s in text]
+    out = stages.decipher()
+    assert out["reading"]["T"] == "K" and out["reading"]["K"] == "T" and out["wrong"] == 2 and out["dev_per"] > 0
+
+
 def test_probe_discriminator_tells_a_constant_generator_from_text_and_trains_only_itself():
     """A generator that says one phone everywhere against text of varied phones: the discriminator, trained
     alone, tells them apart (cross-entropy far below ln 2); the generator is untouched, and the probe is

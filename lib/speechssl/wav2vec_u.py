@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from .cipher import cipher_features, frequency_code, solution_weights, true_segments
+from .cipher import CipherStages, cipher_features, frequency_code, solution_weights, true_segments
 from .data.phones import PHONES, SILENCE
 from .errors import ConfigError
 from .ngram import PhoneLM
@@ -143,7 +143,7 @@ def mfcc_source():
     return spliced_mfcc, _fingerprint("spliced-mfcc-39x9")
 
 
-class Stages:
+class Stages(CipherStages):
     """The command's stages over ``train`` (unlabelled audio), ``dev`` and ``text`` (unpaired sentences)
     of the corpus at ``root``, cached in ``folder``; ``featurize`` reads the layer, ``source`` names it."""
 
@@ -249,76 +249,6 @@ class Stages:
         if not all(getattr(u, "phones", None) for u in utterances):
             return None
         return [[p for p in u.phones if p != SILENCE] for u in utterances]
-
-    def cipher(self, seed: int = 0, *, solved: float = 0.0, max_updates: int | None = None, on_eval=None,
-               **gan) -> list[dict]:
-        """The GAN of this plan (``gan``: settings over the plan's) on a substitution cipher of the true segments
-        (:func:`cipher_features` of dimension ``pca_dim``, code seed 0) against the same text, evaluated on
-        ``dev`` as :meth:`gan` is; not cached. ``solved > 0`` starts the generator at the solution with that
-        logit margin (:func:`solution_weights`): whether training stays there tells whether the solution is a
-        fixed point."""
-        from .gan import GanData, GanTrainConfig, track
-        from .models.wav2vec_u import Wav2VecU
-
-        x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
-        dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
-        text = self.sentences()
-        torch.manual_seed(seed)
-        model = Wav2VecU(self._gan_config(**gan))
-        if solved > 0:
-            with torch.no_grad():
-                model.generator.proj.weight.copy_(solution_weights(code, model.cfg.generator_kernel, solved))
-        train = {**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})}
-        return track(model, GanData(x, lengths, *text_batches(text["with_silence"])), GanTrainConfig(**train),
-                     PhoneLM(text["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
-                     evaluate_first=True)
-
-    def frequency_cipher(self) -> float | None:
-        """Dev PER of the cipher of :meth:`cipher` read by phone frequency alone: each phone of the training
-        segments mapped to the phone of the same frequency rank in the text the discriminator reads, runs of one
-        phone joined as JOIN does, ``sil`` removed. What a generator gets from unigram statistics, with nothing
-        of the phones' order; ``None`` without transcripts."""
-        from .metrics import phone_error_rate
-
-        refs = self.references(self.dev)
-        if refs is None:
-            return None
-        code = self.frequency_code()
-        hyps = []
-        for u in self.dev:
-            seq = [code.get(p, p) for p, _, _ in u.alignment]
-            hyps.append([q for i, q in enumerate(seq) if q != SILENCE and (i == 0 or q != seq[i - 1])])
-        return phone_error_rate(refs, hyps).rate
-
-    def frequency_code(self) -> dict[str, str]:
-        """Each phone of the training segments -> the phone of the same frequency rank in the text the
-        discriminator reads (:func:`~speechssl.cipher.frequency_code`)."""
-        return frequency_code((p for u in self.train for p, _, _ in u.alignment),
-                              (p for s in self.sentences()["with_silence"] for p in s))
-
-    def discriminator_probe(self, steps: int = 1500, **gan) -> dict[str, float]:
-        """What the discriminator of this plan (``gan``: settings over the plan's) can tell on the cipher of
-        :meth:`cipher`: trained alone (:func:`~speechssl.gan.probe_discriminator`) against a generator frozen
-        at the solution (``"solution"``) and against one frozen at the frequency-rank reading
-        (``"frequency"``, :meth:`frequency_code`), both with a logit margin of 10, its cross-entropy per
-        sequence on each; ln 2 is a discriminator that cannot tell their output from text."""
-        from .cipher import reading_weights
-        from .gan import GanData, GanTrainConfig, probe_discriminator
-        from .models.wav2vec_u import Wav2VecU
-
-        x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
-        data = GanData(x, lengths, *text_batches(self.sentences()["with_silence"]))
-        cfg = GanTrainConfig(**{**self.plan.train, "seed": 0})
-        by_rank = self.frequency_code()
-        readings = {"solution": {p: p for p in by_rank}, "frequency": by_rank}
-        out = {}
-        for name, reading in readings.items():
-            torch.manual_seed(0)
-            model = Wav2VecU(self._gan_config(**gan))
-            with torch.no_grad():
-                model.generator.proj.weight.copy_(reading_weights(code, model.cfg.generator_kernel, 10.0, reading))
-            out[name] = probe_discriminator(model, data, cfg, steps)
-        return out
 
     def _gan_config(self, **gan):
         """The GAN of this plan on segments of its PCA dimension, ``gan`` settings over the plan's."""
