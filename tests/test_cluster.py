@@ -76,3 +76,47 @@ def test_same_centres_at_any_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(out[0], out[1])
+
+
+def test_lloyd_ends_at_a_fixed_point_below_its_seeding_and_the_mini_batch_fit():
+    """Lloyd's passes from the same seeding: with tol=0 it stops only when no assignment changes, so every centre is
+    the mean of the points nearest to it; its inertia is below the seeding's and, on these overlapping
+    Gaussians, below the mini-batch fit's; it is repeatable and the same at 1 and 2 threads."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 8)).astype(np.float32)
+    common = dict(n_init=3, seed=0, device="cpu", progress=False, batch_size=1000)
+    lloyd = KMeans(20, max_iter=500, algorithm="lloyd", **common).fit(x)
+    assert lloyd.result_.converged and 1 < lloyd.result_.n_steps < 500
+    assign = lloyd.predict(x)
+    means = np.stack([x[assign == j].mean(0) for j in range(20)])
+    np.testing.assert_allclose(lloyd.cluster_centers_.numpy(), means, rtol=0, atol=1e-5)
+    seeding = KMeans(20, max_iter=1, algorithm="lloyd", **common).fit(x)     # one pass: about the seeding
+    minibatch = KMeans(20, max_iter=30, **common).fit(x)
+    assert lloyd.inertia(x) < seeding.inertia(x) and lloyd.inertia(x) < minibatch.inertia(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        again = KMeans(20, max_iter=500, algorithm="lloyd", **common).fit(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(again.cluster_centers_, lloyd.cluster_centers_)
+
+
+def test_lloyd_stops_on_the_centre_moves_and_keeps_a_centre_without_points():
+    """With scikit-learn's tol the passes stop earlier than at the fixed point; a centre that no point is nearest
+    to stays where it is, and a pass over separable blobs recovers them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 8)).astype(np.float32)
+    common = dict(n_init=1, seed=0, device="cpu", progress=False, algorithm="lloyd")
+    exact = KMeans(20, max_iter=500, **common).fit(x)
+    early = KMeans(20, max_iter=500, tol=1e-2, **common).fit(x)
+    assert early.result_.converged and early.result_.n_steps < exact.result_.n_steps
+    km = KMeans(2, **common)
+    pts = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    out = km._lloyd(pts, torch.tensor([[0.0, 0.5], [9.0, 9.0]]))
+    torch.testing.assert_close(out.cluster_centers_, torch.tensor([[0.0, 0.5], [9.0, 9.0]]))
+    xb, y, _ = blobs()
+    pred = KMeans(6, **{**common, "n_init": 3}).fit(xb).predict(xb)
+    assert len(set(zip(y.tolist(), pred.tolist()))) == 6
+    with pytest.raises(ConfigError, match=r"algorithm: expected one of minibatch, lloyd, got 'elkan'"):
+        KMeans(2, algorithm="elkan")

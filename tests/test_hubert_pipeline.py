@@ -112,6 +112,22 @@ def test_iteration_2_clusters_a_layer_of_iteration_1_at_50_hz(corpus, tmp_path):
         Iteration(tmp_path / "iter2", utts, root, num_classes=5, teacher=teacher, layer=2, n_init=2).labels()
 
 
+def test_lloyd_k_means_is_an_iteration_option_with_its_own_cache(corpus, tmp_path):
+    """``kmeans="lloyd"`` fits the teacher with full passes to a stop (an inertia no higher than the paper's
+    mini-batch fit's on the same frames), caches under its own fingerprint (the mini-batch centres of the same
+    folder are another teacher), and an unknown algorithm is named."""
+    root, utts = corpus
+    lloyd = Iteration(tmp_path / "it", utts, root, num_classes=8, kmeans="lloyd")
+    km, x = lloyd.kmeans(), lloyd.features()
+    assert km.result_.converged
+    minibatch = Iteration(tmp_path / "mb", utts, root, num_classes=8, n_init=2).kmeans()
+    assert km.inertia(x) <= minibatch.inertia(x) * 1.001
+    with pytest.raises(LabelError, match="another corpus or teacher"):
+        Iteration(tmp_path / "it", utts, root, num_classes=8, n_init=2).kmeans()
+    with pytest.raises(ConfigError, match=r"--kmeans: expected one of minibatch, lloyd, found 'elkan'"):
+        Iteration(tmp_path / "x", utts, root, num_classes=8, kmeans="elkan")
+
+
 def test_bad_layer_and_k_are_named(corpus, tmp_path):
     root, utts = corpus
     model = Hubert(HubertConfig.preset("tiny"))

@@ -40,7 +40,7 @@ import torch
 
 from . import paths
 from .checkpoint import load_checkpoint, save_checkpoint
-from .cluster import KMeans
+from .cluster import ALGORITHMS, KMeans
 from .data.audio import load_audio
 from .engine import drop_short_utterances, make_train_dataset, seed_everything
 from .errors import ConfigError
@@ -182,12 +182,15 @@ class Iteration:
 
     ``teacher``: ``None`` for MFCC (iteration 1), else the previous iteration's :class:`Hubert`, read
     at ``layer``. ``r`` is the ``hubert`` recipe to train (its ``num_classes`` and ``label_rate`` are set
-    here from ``num_classes`` and the teacher's frame rate).
+    here from ``num_classes`` and the teacher's frame rate). ``kmeans``: ``"minibatch"`` (the paper's
+    Sec. IV-C and fairseq's ``MiniBatchKMeans``, 20 k-means++ starts) or ``"lloyd"`` (one k-means++ start, then
+    full passes to scikit-learn ``KMeans``'s tolerance: a lower inertia in less time, ``bench/RESULTS.md``).
     """
 
     def __init__(self, folder: str | os.PathLike, utterances: Sequence, root: str | os.PathLike, *,
                  num_classes: int, teacher: Hubert | None = None, layer: int | None = None, share: float = 1.0,
-                 seed: int = 0, n_init: int = 20, device: str | torch.device | None = "auto") -> None:
+                 seed: int = 0, n_init: int = 20, device: str | torch.device | None = "auto",
+                 kmeans: str = "minibatch") -> None:
         if (teacher is None) != (layer is None):
             raise ConfigError("--layer: a teacher model and a layer go together (iteration 1 reads MFCC and takes "
                               f"no layer), found layer={layer!r} and {'a' if teacher is not None else 'no'} model")
@@ -195,6 +198,9 @@ class Iteration:
             raise ConfigError(f"--share: expected the share of utterances k-means is fitted on in (0, 1], found {share}")
         if num_classes < 1:
             raise ConfigError(f"--num-classes: expected K >= 1, found {num_classes}")
+        if kmeans not in ALGORITHMS:
+            raise ConfigError(f"--kmeans: expected one of {', '.join(ALGORITHMS)}, found {kmeans!r}")
+        self.algorithm = kmeans
         self.folder = Path(folder)
         self.utterances = list(utterances)
         self.root = Path(root)
@@ -231,8 +237,11 @@ class Iteration:
     def kmeans(self) -> KMeans:
         """The fitted k-means (cached in ``kmeans.pt``)."""
         path = self.folder / "kmeans.pt"
-        key = fingerprint(self.source, self.corpus, self.share, self.seed, self.num_classes, self.n_init)
-        km = KMeans(self.num_classes, n_init=self.n_init, seed=self.seed, device=self.device)
+        lloyd = self.algorithm == "lloyd"
+        key = fingerprint(self.source, self.corpus, self.share, self.seed, self.num_classes, self.n_init,
+                          *(["lloyd"] if lloyd else []))
+        km = (KMeans(self.num_classes, n_init=1, tol=1e-4, seed=self.seed, device=self.device, algorithm="lloyd")
+              if lloyd else KMeans(self.num_classes, n_init=self.n_init, seed=self.seed, device=self.device))
         cached = self._cached(path, key, "k-means")
         if cached is not None:
             km.cluster_centers_ = cached["centers"].to(km.device)
@@ -335,6 +344,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                                            "input); default: the scale's")
     p.add_argument("--num-classes", type=int, default=None, help="K of the k-means; default: the scale's")
     p.add_argument("--share", type=float, default=None, help="share of the utterances k-means is fitted on")
+    p.add_argument("--kmeans", choices=ALGORITHMS, default="minibatch",
+                   help="minibatch (default: the paper's and fairseq's, 20 k-means++ starts) or lloyd (one start, "
+                        "then full passes: a lower inertia in less time, bench/RESULTS.md)")
     p.add_argument("--teacher", default=None, help="run folder or checkpoint of the previous iteration "
                                                    "(default: <runs_dir>/hubert-<scale>/iter<N-1>/model)")
     add_data_options(p, split="pretrain")
@@ -373,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         splits, root, _ = load_split(r0, args.data, args.subsets, "pretrain", info, audio_ext=args.audio_ext)
         it = Iteration(folder, [u for _, utts in splits for u in utts], root, teacher=teacher, layer=layer,
                        num_classes=args.num_classes or plan.num_classes, share=args.share or plan.share,
-                       seed=overrides.get("seed", 0))
+                       seed=overrides.get("seed", 0), kmeans=args.kmeans)
         main_process_first(info, it.labels)           # stages 1-3 on the main process, then read by the others
         r = it.recipe(scale, **{"max_steps": plan.max_steps, **overrides})
         if info.is_main:
