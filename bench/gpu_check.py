@@ -40,8 +40,9 @@ or is killed is recorded and the next part runs. Defaults on the GPU, 540 s in a
    ``FlopCounterMode``) against ``--peak-tflops`` and against a measured bf16 matrix product, and a
    ``torch.profiler`` table of one step per side and mode (top 20 ops by self CUDA time).
 2. **kmeans** (45 s): K = 500 on the MFCC frames of the corpus (the first 1M of the pre-training
-   split), our :class:`~speechssl.cluster.KMeans` on the GPU against scikit-learn's
-   ``MiniBatchKMeans`` with fairseq's options and against ``faiss.Kmeans`` (``bench_kmeans.py``).
+   split), our :class:`~speechssl.cluster.KMeans` on the GPU (mini-batch, and Lloyd as ``--kmeans lloyd``)
+   against scikit-learn's ``MiniBatchKMeans`` with fairseq's options and against ``faiss.Kmeans``
+   (``bench_kmeans.py``).
 3. **run** (the rest, about 3 minutes of it pre-training): wav2vec 2.0 pre-trained with the
    ``reduced`` recipe, its number of updates set from the seconds per update of a short
    calibration run, then CTC on the 10-minute ``finetune`` split for the same number of updates
@@ -387,7 +388,8 @@ def part_kmeans(ctx: Context, rec: Record, clock: Clock) -> None:
                         "on all frames", "cpu_count": os.cpu_count()}
     say(f"k-means: {x.shape[0]} MFCC frames in {part['frames']['mfcc_s']} s")
     fits = {"sklearn": bk.sklearn_fit(s.kmeans_n_init),
-            f"speechssl ({ctx.device.type})": bk.speechssl_fit(s.kmeans_n_init, str(ctx.device))}
+            f"speechssl ({ctx.device.type})": bk.speechssl_fit(s.kmeans_n_init, str(ctx.device)),
+            f"speechssl Lloyd ({ctx.device.type})": bk.lloyd_fit(str(ctx.device))}
     part["implementations"] = {name: "measured" for name in fits}
     if ctx.device.type != "cuda":
         part["implementations"]["speechssl (cuda)"] = "skipped: needs CUDA"

@@ -27,6 +27,7 @@ def test_dry_run_reports_every_part(tmp_path):
     assert modes["bf16"]["status"] == modes["bf16+compile"]["status"] == "skipped"
     assert parts["kmeans"]["implementations"]["speechssl (cuda)"].startswith("skipped")
     assert parts["kmeans"]["results"]["speechssl (cpu)"]["inertia_ratio"] > 0
+    assert parts["kmeans"]["results"]["speechssl Lloyd (cpu)"]["inertia_ratio"] > 0
     ctc = parts["run"]["ctc"]
     assert 0 <= ctc["finetune"]["test_per"] and 0 <= ctc["scratch"]["test_per"]
     assert all(t["met"] is None for t in results["target_check"].values())

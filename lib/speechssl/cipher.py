@@ -23,7 +23,8 @@ from .data.phones import PHONES, SILENCE
 from .ngram import PhoneLM
 from .unpaired import pad_sequences, text_batches
 
-__all__ = ["true_segments", "cipher_features", "solution_weights", "frequency_code", "reading_weights", "read_segments", "decipher", "CipherStages"]
+__all__ = ["true_segments", "cipher_features", "solution_weights", "frequency_code", "reading_weights", "read_segments",
+           "decipher", "CipherStages"]
 
 
 def true_segments(utterance, inventory: Sequence[str] = PHONES) -> list[int]:

@@ -247,7 +247,8 @@ class KMeans:
         for passes in tqdm(range(1, self.max_iter + 1), desc=f"k-means K={k} (Lloyd)", leave=False,
                            disable=not self.progress or progress_disabled()):
             c_sq = (centers * centers).sum(1).unsqueeze(0)
-            new = torch.cat([torch.addmm(c_sq, x[i:i + chunk], centers.t(), alpha=-2.0).argmin(1)
+            # (``min(1).indices``: the same first minimum as ``argmin(1)``, whose CPU kernel is 2.5x slower here)
+            new = torch.cat([torch.addmm(c_sq, x[i:i + chunk], centers.t(), alpha=-2.0).min(1).indices
                              for i in range(0, n, chunk)])
             changed = bool((new != assign).any())
             assign = new
@@ -273,7 +274,7 @@ class KMeans:
         """Nearest centre of every row of ``x (N, D)`` -> ``(N,)`` int64 unit ids."""
         centers = self._check_fitted()
         x = torch.as_tensor(x, dtype=torch.float32)
-        out = [squared_distances(x[i:i + chunk].to(self.device), centers).argmin(1).cpu()
+        out = [squared_distances(x[i:i + chunk].to(self.device), centers).min(1).indices.cpu()
                for i in range(0, x.shape[0], chunk)]
         return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
 

@@ -183,8 +183,9 @@ class Iteration:
     ``teacher``: ``None`` for MFCC (iteration 1), else the previous iteration's :class:`Hubert`, read
     at ``layer``. ``r`` is the ``hubert`` recipe to train (its ``num_classes`` and ``label_rate`` are set
     here from ``num_classes`` and the teacher's frame rate). ``kmeans``: ``"minibatch"`` (the paper's
-    Sec. IV-C and fairseq's ``MiniBatchKMeans``, 20 k-means++ starts) or ``"lloyd"`` (one k-means++ start, then
-    full passes to scikit-learn ``KMeans``'s tolerance: a lower inertia in less time, ``bench/RESULTS.md``).
+    and fairseq's ``learn_kmeans.py``: scikit-learn's ``MiniBatchKMeans``, 20 k-means++ starts) or
+    ``"lloyd"`` (one k-means++ start, then at most 25 full passes, faiss's default, stopping early at
+    scikit-learn ``KMeans``'s tolerance: a lower inertia in less time, ``bench/RESULTS.md``).
     """
 
     def __init__(self, folder: str | os.PathLike, utterances: Sequence, root: str | os.PathLike, *,
@@ -240,7 +241,8 @@ class Iteration:
         lloyd = self.algorithm == "lloyd"
         key = fingerprint(self.source, self.corpus, self.share, self.seed, self.num_classes, self.n_init,
                           *(["lloyd"] if lloyd else []))
-        km = (KMeans(self.num_classes, n_init=1, tol=1e-4, seed=self.seed, device=self.device, algorithm="lloyd")
+        km = (KMeans(self.num_classes, n_init=1, max_iter=25, tol=1e-4, seed=self.seed, device=self.device,
+                     algorithm="lloyd")
               if lloyd else KMeans(self.num_classes, n_init=self.n_init, seed=self.seed, device=self.device))
         cached = self._cached(path, key, "k-means")
         if cached is not None:
