@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
-from speechssl.cluster import KMeans
+from speechssl.cluster import LLOYD_OPTIONS, KMeans
 from speechssl.data.audio import load_audio
 from speechssl.data.manifest import read_manifest
 from speechssl.data.synth import ensure_corpus
@@ -95,13 +95,13 @@ def speechssl_fit(n_init: int, device: str) -> Fit:
     return fit
 
 
-def lloyd_fit(device: str, max_iter: int = 25) -> Fit:
+def lloyd_fit(device: str, max_iter: int = LLOYD_OPTIONS["max_iter"]) -> Fit:
     """Our :class:`~speechssl.cluster.KMeans` with ``algorithm="lloyd"``, as ``python -m speechssl.hubert
-    --kmeans lloyd`` runs it: one k-means++ seeding (on 30,000 frames, as the mini-batch seeding), then full
-    passes until scikit-learn ``KMeans``'s ``tol=1e-4`` or ``max_iter`` passes (default 25, faiss's)."""
+    --kmeans lloyd`` runs it (:data:`~speechssl.cluster.LLOYD_OPTIONS`: one k-means++ seeding on 30,000
+    frames, as the mini-batch seeding, then full passes until scikit-learn ``KMeans``'s ``tol=1e-4`` or 25
+    passes, faiss's default), with at most ``max_iter`` passes."""
     def fit(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-        km = KMeans(k, seed=seed, device=device, progress=False, n_init=1, init_size=30_000, tol=1e-4,
-                    max_iter=max_iter, algorithm="lloyd").fit(x)
+        km = KMeans(k, seed=seed, device=device, progress=False, **{**LLOYD_OPTIONS, "max_iter": max_iter}).fit(x)
         return km.cluster_centers_.cpu().numpy()
     return fit
 
@@ -135,8 +135,6 @@ def compare(x: np.ndarray, k: int, fits: Mapping[str, Fit], *, seeds: Sequence[i
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             rows.setdefault(name, []).append((time.perf_counter() - t0, inertia(x, centers, inertia_device)))
-        if "faiss" in rows and "speechssl Lloyd (cpu)" in fits:
-            rows.setdefault("Lloyd at faiss's inertia", []).append(lloyd_at(x, k, seed, rows["faiss"][-1][1]))
     return rows
 
 
@@ -179,7 +177,11 @@ def main() -> None:
     if faiss_available():
         fits["faiss"] = faiss_fit
     for k in args.k:
-        summary = summarize(compare(x, k, fits, seeds=range(args.repeats)))
+        rows = compare(x, k, fits, seeds=range(args.repeats))
+        if "faiss" in rows:
+            rows["Lloyd at faiss's inertia"] = [lloyd_at(x, k, seed, value)
+                                                for seed, (_, value) in zip(range(args.repeats), rows["faiss"])]
+        summary = summarize(rows)
         print(f"\nK={k}, median of {args.repeats} seeds")
         print(f"{'implementation':24s} {'fit s (median)':>14s} {'inertia (median)':>17s} {'time ratio':>11s} {'inertia ratio':>14s}")
         for name, s in summary.items():

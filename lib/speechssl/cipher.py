@@ -181,9 +181,8 @@ class CipherStages:
         """What the text's statistics alone tell about the cipher: :func:`~speechssl.cipher.decipher` of the
         training segments against the text the discriminator reads, from :meth:`frequency_code`. ``{"reading":
         {audio phone: text phone}, "swaps": int, "wrong": phones read wrong, "dev_per": float | None}``."""
-
-        reading, swaps = decipher(([p for p, _, _ in u.alignment] for u in self.train), self.sentences()["with_silence"],
-                                  self.frequency_code())
+        reading, swaps = decipher(([p for p, _, _ in u.alignment] for u in self.train),
+                                  self.sentences()["with_silence"], self.frequency_code())
         return {"reading": reading, "swaps": swaps, "wrong": sum(a != b for a, b in reading.items()),
                 "dev_per": self._read_dev(reading)}
 

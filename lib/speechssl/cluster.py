@@ -74,6 +74,11 @@ def _distances_t(centers: torch.Tensor, x_t: torch.Tensor, x_sq: torch.Tensor) -
 #: ``KMeans(algorithm=...)``: Sculley's mini-batch updates, or Lloyd's full passes.
 ALGORITHMS = ("minibatch", "lloyd")
 
+#: Lloyd as ``python -m speechssl.hubert --kmeans lloyd`` fits it (and ``bench/bench_kmeans.py`` measures it):
+#: one k-means++ seeding, then at most 25 passes (faiss's default), stopping early at scikit-learn ``KMeans``'s
+#: ``tol``.
+LLOYD_OPTIONS = {"algorithm": "lloyd", "n_init": 1, "max_iter": 25, "tol": 1e-4}
+
 
 @dataclass
 class KMeansResult:

@@ -40,7 +40,7 @@ import torch
 
 from . import paths
 from .checkpoint import load_checkpoint, save_checkpoint
-from .cluster import ALGORITHMS, KMeans
+from .cluster import ALGORITHMS, LLOYD_OPTIONS, KMeans
 from .data.audio import load_audio
 from .engine import drop_short_utterances, make_train_dataset, seed_everything
 from .errors import ConfigError
@@ -184,8 +184,8 @@ class Iteration:
     at ``layer``. ``r`` is the ``hubert`` recipe to train (its ``num_classes`` and ``label_rate`` are set
     here from ``num_classes`` and the teacher's frame rate). ``kmeans``: ``"minibatch"`` (the paper's
     and fairseq's ``learn_kmeans.py``: scikit-learn's ``MiniBatchKMeans``, 20 k-means++ starts) or
-    ``"lloyd"`` (one k-means++ start, then at most 25 full passes, faiss's default, stopping early at
-    scikit-learn ``KMeans``'s tolerance: a lower inertia in less time, ``bench/RESULTS.md``).
+    ``"lloyd"`` (:data:`~speechssl.cluster.LLOYD_OPTIONS`: one k-means++ start, then at most 25 full passes;
+    a lower inertia in less time, ``bench/RESULTS.md``).
     """
 
     def __init__(self, folder: str | os.PathLike, utterances: Sequence, root: str | os.PathLike, *,
@@ -241,9 +241,8 @@ class Iteration:
         lloyd = self.algorithm == "lloyd"
         key = fingerprint(self.source, self.corpus, self.share, self.seed, self.num_classes, self.n_init,
                           *(["lloyd"] if lloyd else []))
-        km = (KMeans(self.num_classes, n_init=1, max_iter=25, tol=1e-4, seed=self.seed, device=self.device,
-                     algorithm="lloyd")
-              if lloyd else KMeans(self.num_classes, n_init=self.n_init, seed=self.seed, device=self.device))
+        km = KMeans(self.num_classes, seed=self.seed, device=self.device,
+                    **(LLOYD_OPTIONS if lloyd else {"n_init": self.n_init}))
         cached = self._cached(path, key, "k-means")
         if cached is not None:
             km.cluster_centers_ = cached["centers"].to(km.device)
