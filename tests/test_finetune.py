@@ -150,6 +150,57 @@ def test_build_loads_a_hubert_encoder(tmp_path):
         ctc("tiny").build(vocab=ft.PHONE_VOCAB, pretrained=tmp_path / "w2v")
 
 
+def test_a_large_encoder_fine_tunes_at_full_scale_with_vox_10m_on_standardised_waveforms(tmp_path, monkeypatch):
+    """At full scale an encoder of LARGE's shape is rebuilt from its own configuration and takes fairseq's
+    vox_10m.yaml (twice base_10m's rate, 1.28M samples per GPU, update_freq 5); a checkpoint that records
+    standardised waveforms gives the recipe normalize=True and a model whose data is standardised. LARGE's
+    shape is made small here (the test's encoder is 2 layers of 64): the rule, not the size, is under test."""
+    import speechssl.recipes as rc
+    from speechssl.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model_config_of, save_checkpoint
+
+    torch.manual_seed(0)
+    enc = Wav2Vec2(Wav2Vec2Config.preset("tiny", num_layers=2, embed_dim=64, ffn_dim=128, num_heads=4))
+    path = tmp_path / "large.pt"
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_name": "wav2vec2",
+                           "model_config": model_config_of(enc), "model": enc.state_dict(), "step": 0,
+                           "config": {"normalize": True}})
+    base = ctc("full")
+    with pytest.raises(CheckpointError, match="another configuration"):        # not LARGE's shape: refused
+        base.build(vocab=LETTERS, pretrained=path)
+    monkeypatch.setattr(rc, "LARGE_SHAPE", (64, 2))
+    r = rc.ctc_recipe("finetune", "full", path)
+    assert (r.train.lr, r.train.max_batch_samples, r.train.accum_steps, r.train.normalize) == (1e-4, 1_280_000, 5, True)
+    assert r.model == base.model and dataclasses.replace(
+        r.train, lr=base.train.lr, max_batch_samples=base.train.max_batch_samples, accum_steps=base.train.accum_steps,
+        normalize=False) == base.train                                       # nothing else of base_10m changes
+    assert rc.ctc_recipe("probe", "full", path).train.lr == pytest.approx(1e-3)
+    assert rc.ctc_recipe("finetune", "full", path, lr=3e-5).train.lr == 3e-5     # an override still wins
+    m = r.build(vocab=LETTERS, pretrained=path)
+    assert m.encoder.cfg == enc.cfg and m.normalize_waveform
+    for k, v in enc.state_dict().items():
+        assert torch.equal(m.encoder.state_dict()[k], v), k
+    (tmp_path / "c").mkdir()
+    utts = _corpus(tmp_path / "c", n=1)
+    audio = ft.transcribed(m, utts, tmp_path / "c", "letters").audio[0]["audio"]
+    assert abs(float(audio.mean())) < 1e-4 and float(audio.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(CheckpointError, match="another configuration"):        # LARGE only at full scale
+        ctc("reduced").build(vocab=LETTERS, pretrained=path)
+
+
+def test_the_scales_own_checkpoints_keep_their_recipe_and_raw_waveforms(pretrained, tmp_path):
+    from speechssl.recipes import ctc_recipe
+
+    run, _ = pretrained
+    for mode in CTC_MODES:
+        assert ctc_recipe(mode, "tiny", run if mode != "scratch" else None) == ctc("tiny", mode)
+    m = ctc_recipe("finetune", "tiny", run).build(vocab=ft.PHONE_VOCAB, pretrained=run)
+    assert m.normalize_waveform is False
+    (tmp_path / "c").mkdir()
+    utts = _corpus(tmp_path / "c", n=1)
+    item = ft.transcribed(m, utts, tmp_path / "c", "phones").audio[0]["audio"]
+    assert torch.equal(item, AudioDataset(utts, tmp_path / "c", max_samples=None, crop="none")[0]["audio"])
+
+
 def test_cli_trains_each_mode_and_writes_error_rates(tmp_path, pretrained, monkeypatch, capsys):
     run, _ = pretrained
     (tmp_path / "c").mkdir()

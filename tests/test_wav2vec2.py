@@ -347,8 +347,9 @@ def test_released_weights_become_a_checkpoint_that_wav2vec_u_reads(tmp_path, cap
     ref = transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**hf_args)).eval()
     ref.save_pretrained(tmp_path / "hf")
     assert main(["huggingface", str(tmp_path / "hf"), "--out", str(tmp_path / "w2v2.pt")]) == 0
-    assert "2 Transformer layers of width 64" in capsys.readouterr().out
+    assert "2 Transformer layers of width 64, raw waveforms" in capsys.readouterr().out
     model = load_feature_model(tmp_path / "w2v2.pt")
+    assert model.normalize_waveform is False          # no feature extractor, a group-norm encoder: raw waveforms
     wav = torch.randn(8_000)
     with torch.no_grad():
         hidden = ref.wav2vec2(wav[None], output_hidden_states=True).hidden_states
@@ -360,3 +361,54 @@ def test_released_weights_become_a_checkpoint_that_wav2vec_u_reads(tmp_path, cap
         assert main([*argv, "--out", str(tmp_path / "x.pt")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err
+
+
+def test_released_weights_record_standardised_waveforms_and_their_features_read_them(tmp_path, capsys):
+    """A ``transformers`` model whose feature extractor standardises its input (``do_normalize``, as LV-60k's)
+    becomes a checkpoint that says so; its layer features are those of the standardised waveform, as the
+    released model computes them, and they are cached under another fingerprint than the raw waveform's.
+    ``--no-normalize`` overrides what the source says."""
+    transformers = pytest.importorskip("transformers")
+    from speechssl.checkpoint import load_checkpoint, normalizes_input
+    from speechssl.interop import main
+    from speechssl.wav2vec_u import layer_source, load_feature_model
+
+    torch.manual_seed(0)
+    hf_args = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                   conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                   num_codevectors_per_group=8, num_codevector_groups=2, codevector_dim=32, proj_codevector_dim=32,
+                   feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+    ref = transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**hf_args)).eval()
+    ref.save_pretrained(tmp_path / "hf")
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(tmp_path / "hf")
+    assert main(["huggingface", str(tmp_path / "hf"), "--out", str(tmp_path / "lv.pt")]) == 0
+    assert "standardised waveforms" in capsys.readouterr().out
+    assert normalizes_input(load_checkpoint(tmp_path / "lv.pt", purpose="read"))
+    model = load_feature_model(tmp_path / "lv.pt")
+    assert model.normalize_waveform is True
+    wav = 0.05 * torch.randn(8_000) + 0.01
+    with torch.no_grad():
+        hidden = ref.wav2vec2(torch.nn.functional.layer_norm(wav, wav.shape)[None], output_hidden_states=True).hidden_states
+        raw = ref.wav2vec2(wav[None], output_hidden_states=True).hidden_states
+    featurize, key = layer_source(model, 2)
+    assert (featurize(wav) - hidden[2][0]).abs().max() <= 1e-5
+    assert (featurize(wav) - raw[2][0]).abs().max() > 1e-3                   # the test tells the two apart
+    model.normalize_waveform = False
+    assert layer_source(model, 2)[1] != key
+    assert main(["huggingface", str(tmp_path / "hf"), "--no-normalize", "--out", str(tmp_path / "raw.pt")]) == 0
+    assert load_feature_model(tmp_path / "raw.pt").normalize_waveform is False
+    capsys.readouterr()
+
+
+def test_fairseq_checkpoints_say_whether_the_waveforms_are_standardised():
+    """fairseq keeps ``normalize`` in its task settings: a hydra ``cfg`` (newer files) or argparse ``args``."""
+    import argparse
+
+    from speechssl.errors import ConfigError
+    from speechssl.interop import fairseq_normalize
+
+    assert fairseq_normalize({"cfg": {"task": {"_name": "audio_pretraining", "normalize": True}}}, "vox.pt") is True
+    assert fairseq_normalize({"cfg": {"task": {"normalize": False}}}, "base.pt") is False
+    assert fairseq_normalize({"args": argparse.Namespace(normalize=True)}, "old.pt") is True
+    with pytest.raises(ConfigError, match="bare.pt: expected fairseq's task settings .* pass --normalize or --no-normalize"):
+        fairseq_normalize({"model": {}}, "bare.pt")

@@ -52,6 +52,7 @@ __all__ = [
     "capture_rng_state",
     "load_checkpoint",
     "model_config_of",
+    "normalizes_input",
     "restore_rng_state",
     "save_checkpoint",
     "to_primitive",
@@ -364,6 +365,14 @@ def check_model_config(state: Mapping[str, Any], model_config: Any, *, source: s
                   else f"checkpoint {saved!r}, current {current!r}")
         raise CheckpointError(f"{source}: cannot {purpose}: the checkpoint of model {state['model_name']!r} has "
                               f"another configuration ({detail}); was it trained at another scale?")
+
+
+def normalizes_input(state: Mapping[str, Any]) -> bool:
+    """Whether the model of checkpoint ``state`` reads each waveform standardised to zero mean and unit variance
+    (fairseq's ``normalize: true``, which wav2vec 2.0 LARGE LV-60k and HuBERT LARGE were trained with): the
+    run's ``normalize`` setting, or what ``python -m speechssl.interop`` recorded for released weights."""
+    config = state.get("config")
+    return bool(config.get("normalize", False)) if isinstance(config, Mapping) else False
 
 
 # --------------------------------------------------------------------------- helpers

@@ -10,6 +10,10 @@
     torchrun --nproc_per_node=2 -m speechssl.finetune --scale full --pretrained runs/wav2vec2-full \\
         --data librispeech:/data/librispeech_finetuning --subsets 1h/0/clean 1h/0/other \\
         --eval-data librispeech:/data --eval-subsets dev-clean dev-other
+    # full, a LARGE model (released weights through speechssl.interop): fairseq's vox_10m.yaml on 4 GPUs
+    torchrun --nproc_per_node=4 -m speechssl.finetune --scale full --pretrained runs/wav2vec2-large-lv60.pt \\
+        --data librispeech:/data/librispeech_finetuning --subsets 1h/0/clean 1h/0/other \\
+        --eval-data librispeech:/data --eval-subsets dev-clean dev-other
 
 The synthetic corpus is transcribed in phones (its ``finetune`` split, evaluated on ``test``);
 LibriSpeech in letters with ``|`` after every word (fairseq's ``.ltr`` labels), evaluated in letter
@@ -35,7 +39,7 @@ from .engine import seed_everything
 from .engine.distributed import DistInfo, main_process_first
 from .errors import ConfigError
 from .metrics import word_error_rate
-from .recipes import CTC_MODES, recipe
+from .recipes import CTC_MODES, ctc_recipe
 from .run import start_run
 
 __all__ = ["PHONE_VOCAB", "build_arg_parser", "evaluate", "main", "transcribed"]
@@ -45,8 +49,11 @@ PHONE_VOCAB: tuple[str, ...] = tuple(p for p in PHONES if p != "sil")
 
 
 def transcribed(model, utterances, root, unit: str) -> TranscribedAudio:
-    """Whole utterances with their targets (no cropping: CTC needs the whole transcript)."""
-    return TranscribedAudio(AudioDataset(utterances, root, max_samples=None, crop="none"), model, unit)
+    """Whole utterances with their targets (no cropping: CTC needs the whole transcript), standardised when the
+    model's pre-trained encoder reads standardised waveforms (its ``normalize_waveform``, see
+    :func:`speechssl.recipes.ctc_recipe`)."""
+    return TranscribedAudio(AudioDataset(utterances, root, max_samples=None, crop="none",
+                                         normalize=getattr(model, "normalize_waveform", False)), model, unit)
 
 
 def evaluate(model, data: TranscribedAudio, *, batch_size: int = 8, beam_size: int | None = None) -> dict[str, Any]:
@@ -85,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(info: DistInfo) -> int:
-        r = recipe(f"wav2vec2_ctc_{args.mode}", args.scale or paths.scale(), **recipe_overrides(args))
+        r = ctc_recipe(args.mode, args.scale or paths.scale(), args.pretrained, **recipe_overrides(args))
         folder = check_run_folder(r.train.resolved_out_dir())
         if info.is_main:
             check_run_data(folder, args.data, args.subsets, args.resume, args.overwrite)

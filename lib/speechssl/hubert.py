@@ -37,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import paths
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, normalizes_input, save_checkpoint
 from .cluster import ALGORITHMS, LLOYD_OPTIONS, KMeans
 from .data.audio import load_audio
 from .engine import drop_short_utterances, make_train_dataset, seed_everything
@@ -88,7 +89,8 @@ def load_encoder(path: str | os.PathLike, names: Sequence[str] = ("hubert", "wav
                  purpose: str = "read the layer features", argument: str = "--model") -> MaskedEncoder:
     """The pre-trained HuBERT or wav2vec 2.0 (``names``: the kinds accepted) of a run folder or checkpoint,
     rebuilt from the configuration stored with it, in eval mode; a checkpoint of another model is refused
-    with ``argument``'s name."""
+    with ``argument``'s name. Its ``normalize_waveform`` says whether it was pre-trained on standardised
+    waveforms (:func:`~speechssl.checkpoint.normalizes_input`), which :func:`layer_featurizer` then gives it."""
     from .models import Wav2Vec2, Wav2Vec2Config
 
     state = load_checkpoint(path, purpose=purpose)
@@ -99,6 +101,7 @@ def load_encoder(path: str | os.PathLike, names: Sequence[str] = ("hubert", "wav
     model_cls, config_cls = kinds[state["model_name"]]
     model = model_cls(config_cls(**state["model_config"]))
     model.load_state_dict(state["model"])
+    model.normalize_waveform = normalizes_input(state)
     return model.eval()
 
 
@@ -119,14 +122,18 @@ def layer_featurizer(model: MaskedEncoder, layer: int | Sequence[int], device: t
     """``waveform (T,) -> (T', D)``: the output of Transformer layer ``layer`` of a HuBERT or wav2vec 2.0 (0: the
     input of the first layer, the projected features after the positional convolution; fairseq's
     ``output_layer`` counts from 1 the same way), unmasked, in eval mode. With a list of layers, one pass
-    gives ``{layer: (T', D)}``."""
+    gives ``{layer: (T', D)}``. A model whose ``normalize_waveform`` is true (:func:`load_encoder`) reads each
+    waveform standardised first, as fairseq's ``wav2vec_extract_features.py`` gives it when the task normalises."""
     layers = [layer] if isinstance(layer, int) else list(layer)
     for i in layers:
         _check_layer(model, i)
     device = device or next(model.parameters()).device
+    normalize = getattr(model, "normalize_waveform", False)
 
     @torch.no_grad()
     def featurize(wav: torch.Tensor):
+        if normalize:
+            wav = F.layer_norm(wav, wav.shape)
         was_training = model.training
         model.eval()
         try:

@@ -19,6 +19,13 @@ pre-trained wav2vec 2.0 then takes (``python -m speechssl.wav2vec_u --model``, `
 A ``transformers`` model brings its architecture (:func:`config_from_huggingface`); a fairseq file is read
 with the library's ``--preset`` (``base`` or ``large``), and a mismatch is an error that lists the keys. A fairseq
 file pickles its settings, so it is read with ``weights_only=False``: give the command trusted files only.
+
+The checkpoint also records whether the model reads standardised waveforms (zero mean and unit variance per
+utterance), as its own runs' checkpoints do (``config.normalize``): the LV-60k LARGE models were pre-trained on such
+input (fairseq ``task.normalize: true``) and give other features without it. It is read from the fairseq file's task
+settings, or from the ``transformers`` model's feature extractor (``do_normalize``); a model folder without one is
+taken to normalise when its encoder is the layer-norm kind of LARGE LV-60k (``feat_extract_norm: layer``).
+:func:`speechssl.hubert.load_encoder` and the CTC fine-tuning then standardise every waveform they give it.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from torch import nn
 from .errors import ConfigError
 
 __all__ = ["PRETRAINING_ONLY", "config_from_huggingface", "from_fairseq", "from_huggingface", "from_torchaudio",
-           "from_torchaudio_hubert", "load_pretrained", "main"]
+           "from_torchaudio_hubert", "load_pretrained", "main", "huggingface_normalize", "fairseq_normalize"]
 
 #: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` and :class:`~speechssl.models.hubert.Hubert`
 #: used only by the pre-training task; an encoder-only checkpoint (torchaudio, a fine-tuned model) does not
@@ -228,6 +235,30 @@ def config_from_huggingface(config):
         num_vars=config.num_codevectors_per_group, groups=config.num_codevector_groups)
 
 
+def huggingface_normalize(source: str, config) -> bool:
+    """Whether the ``transformers`` model at ``source`` reads standardised waveforms: its feature extractor's
+    ``do_normalize``, or, without a feature extractor, whether its encoder is LARGE LV-60k's layer-norm kind."""
+    import transformers
+
+    try:
+        return bool(transformers.Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize)
+    except OSError:                                       # no preprocessor_config.json
+        return config.feat_extract_norm == "layer"
+
+
+def fairseq_normalize(state: Mapping, source: str) -> bool:
+    """fairseq's ``task.normalize`` of a checkpoint (its hydra ``cfg`` or, in older files, its argparse ``args``)."""
+    cfg, args = state.get("cfg"), state.get("args")
+    task = cfg.get("task") if cfg is not None else None
+    if task is not None and "normalize" in task:
+        return bool(task["normalize"])
+    if args is not None and hasattr(args, "normalize"):
+        return bool(args.normalize)
+    raise ConfigError(f"{source}: expected fairseq's task settings (cfg.task.normalize or args.normalize), which say "
+                      f"whether the model reads standardised waveforms, found neither; pass --normalize or "
+                      f"--no-normalize")
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m speechssl.interop",
                                 description="Write released wav2vec 2.0 weights as a checkpoint of this library.")
@@ -236,6 +267,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                   "(only a trusted one: fairseq pickles its settings, so the file is fully unpickled)")
     p.add_argument("--preset", choices=("base", "large"), default=None,
                    help="the architecture of a fairseq file (a transformers model brings its own)")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="whether the model reads standardised waveforms (default: what the source says)")
     p.add_argument("--out", required=True, help="the checkpoint file to write")
     return p
 
@@ -260,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             released = transformers.Wav2Vec2ForPreTraining.from_pretrained(args.source)
             cfg = config_from_huggingface(released.config)
             renamed = from_huggingface(released.state_dict(), cfg.extractor_mode)
+            normalize = args.normalize if args.normalize is not None else huggingface_normalize(args.source,
+                                                                                                 released.config)
         else:
             if args.preset is None:
                 raise ConfigError("--preset: a fairseq file needs the architecture it holds, base or large; found none")
@@ -269,13 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # fairseq checkpoints pickle their settings (argparse or omegaconf objects): read only trusted files
             state = torch.load(args.source, map_location="cpu", weights_only=False)
             renamed = from_fairseq(state["model"] if "model" in state else state, cfg.extractor_mode)
+            normalize = args.normalize if args.normalize is not None else fairseq_normalize(state, args.source)
         model = Wav2Vec2(cfg)
         load_pretrained(model, renamed, source=args.source)
         save_checkpoint(args.out, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_name": "wav2vec2",
                                    "model_config": model_config_of(model), "model": model.state_dict(), "step": 0,
-                                   "source": args.source})
+                                   "config": {"normalize": normalize}, "source": args.source})
         print(f"{args.source}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-              f"{cfg.num_layers} Transformer layers of width {cfg.embed_dim}; written to {args.out}")
+              f"{cfg.num_layers} Transformer layers of width {cfg.embed_dim}, "
+              f"{'standardised' if normalize else 'raw'} waveforms; written to {args.out}")
         return 0
 
     return run_command(parser.prog, body)

@@ -39,7 +39,8 @@ from .models.vq_wav2vec import VQWav2Vec, VQWav2VecConfig
 from .models.wav2vec import Wav2Vec, Wav2VecConfig
 from .models.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
-__all__ = ["CORPUS", "CTC_MODES", "PRETRAINING", "RECIPES", "Recipe", "recipe"]
+__all__ = ["CORPUS", "CTC_LARGE", "CTC_MODES", "LARGE_SHAPE", "PRETRAINING", "RECIPES", "Recipe", "ctc_recipe",
+           "recipe"]
 
 SCALES = paths.SCALES
 #: The synthetic corpus of each scale. At ``full`` scale the chapters read the reduced corpus; the
@@ -219,10 +220,43 @@ def _derive_ctc(model: CTCConfig, train: dict, base_steps: int, overridden: set)
 _HUBERT_TARGET_FIELDS = ("num_classes", "label_rate", "pred_masked_weight", "pred_nomask_weight")
 
 
+#: fairseq ``vox_10m.yaml``, wav2vec 2.0's 10-minute fine-tuning of its LARGE models, differs from ``base_10m.yaml``
+#: (the ``full`` entry) in twice the peak rate and in 1.28M samples per GPU with ``update_freq 5`` on 4 GPUs, the same
+#: 25.6M samples per update as BASE's 3.2M x 4 x 2 (and in ``normalize: true``, which the checkpoint records). The
+#: full scale fine-tunes any encoder of LARGE's shape with these settings, HuBERT LARGE included.
+CTC_LARGE = {"lr": 1e-4, "max_batch_samples": 1_280_000, "accum_steps": 5}
+#: (width, Transformer layers) of the LARGE encoders of wav2vec 2.0 and HuBERT.
+LARGE_SHAPE = (1024, 24)
+
+
+def _is_large(saved: Mapping) -> bool:
+    return (saved.get("embed_dim"), saved.get("num_layers")) == LARGE_SHAPE
+
+
+def ctc_recipe(mode: str, scale: str, pretrained: str | Path | None = None, **overrides: Any) -> Recipe:
+    """The recipe ``wav2vec2_ctc_<mode>`` at ``scale`` for the pre-trained checkpoint at ``pretrained``: at full scale
+    a LARGE encoder takes :data:`CTC_LARGE` (its rate times the mode's factor), and every run reads the waveforms
+    as the checkpoint's model was pre-trained on them (``normalize``); ``overrides`` come last."""
+    from .checkpoint import load_checkpoint, normalizes_input
+
+    settings: dict[str, Any] = {}
+    if pretrained is not None and mode != "scratch":
+        state = load_checkpoint(pretrained, purpose="load the pre-trained model")
+        if scale == "full" and _is_large(state.get("model_config") or {}):
+            factor = _ctc_train(mode)["full"]["lr"] / _CTC_TRAIN["full"]["lr"]
+            settings = {**CTC_LARGE, "lr": CTC_LARGE["lr"] * factor}
+        settings["normalize"] = normalizes_input(state)
+    return recipe(f"wav2vec2_ctc_{mode}", scale, **{**settings, **overrides})
+
+
 def _build_ctc(r: Recipe, *, vocab, pretrained: str | Path | None = None) -> Wav2Vec2CTC:
     """A CTC model of ``r``: a random wav2vec 2.0 encoder (scratch), or the encoder of a pre-trained wav2vec 2.0 or
-    HuBERT checkpoint (fairseq fine-tunes both the same way: ``wav2vec_ctc`` and ``hubert_ctc``, HuBERT Sec. IV-D)."""
-    from .checkpoint import check_model_config, load_checkpoint, model_config_of
+    HuBERT checkpoint (fairseq fine-tunes both the same way: ``wav2vec_ctc`` and ``hubert_ctc``, HuBERT Sec. IV-D).
+    The encoder must be the scale's, or at full scale of LARGE's shape (rebuilt from its own configuration; see
+    :func:`ctc_recipe` for its settings). The model's ``normalize_waveform`` is the checkpoint's
+    (:func:`~speechssl.checkpoint.normalizes_input`): :func:`speechssl.finetune.transcribed` standardises the
+    waveforms it reads when it is true."""
+    from .checkpoint import check_model_config, load_checkpoint, model_config_of, normalizes_input
 
     mode = r.name.rsplit("_", 1)[-1]
     if mode == "scratch":
@@ -234,7 +268,10 @@ def _build_ctc(r: Recipe, *, vocab, pretrained: str | Path | None = None) -> Wav
     purpose = "load the pre-trained model"
     state = load_checkpoint(pretrained, purpose=purpose)
     name, saved = state.get("model_name"), state.get("model_config") or {}
-    if name == "wav2vec2":
+    if name in ("wav2vec2", "hubert") and r.scale == "full" and _is_large(saved):
+        config_cls, model_cls = (Wav2Vec2Config, Wav2Vec2) if name == "wav2vec2" else (HubertConfig, Hubert)
+        encoder = model_cls(config_cls(**saved))
+    elif name == "wav2vec2":
         # the temperature schedule follows the pre-training run's length; every other field must be the scale's
         cfg = recipe("wav2vec2", r.scale).model
         encoder = Wav2Vec2(dataclasses.replace(cfg, temp_decay=saved.get("temp_decay", cfg.temp_decay)))
@@ -245,7 +282,9 @@ def _build_ctc(r: Recipe, *, vocab, pretrained: str | Path | None = None) -> Wav
         raise ConfigError(f"--pretrained {pretrained}: expected a checkpoint of wav2vec2 or hubert, found one of {name!r}")
     check_model_config(state, model_config_of(encoder, primitive=False), source=str(pretrained), purpose=purpose)
     encoder.load_state_dict(state["model"])
-    return Wav2Vec2CTC(encoder, vocab, r.model)
+    model = Wav2Vec2CTC(encoder, vocab, r.model)
+    model.normalize_waveform = normalizes_input(state)
+    return model
 
 
 #: At tiny scale the pre-trained row fine-tunes at half the peak rate of the other rows. Its Transformer is

@@ -57,7 +57,8 @@ def relabelled(utterances: Sequence[Utterance], transcripts: Sequence[Sequence[s
 def fine_tune(stages, transcripts: Sequence[Sequence[str]], pretrained: str | os.PathLike, folder: str | os.PathLike,
               *, scale: str, seed: int = 0) -> dict:
     """Fine-tune the pre-trained model at ``pretrained`` (a run folder or checkpoint) with chapter 4's CTC recipe
-    (``wav2vec2_ctc_finetune`` of ``scale``) on the training utterances of ``stages`` labelled with
+    (``wav2vec2_ctc_finetune`` of ``scale``; at full scale a LARGE model takes fairseq's ``vox_10m.yaml``,
+    :func:`~speechssl.recipes.ctc_recipe`) on the training utterances of ``stages`` labelled with
     ``transcripts`` (:func:`relabelled`), in the run folder ``folder`` (made again). Returns the PER of
     ``transcripts`` against the truth and the test PER of the tuned model (``None`` without transcripts), the
     number of utterances left out and of updates."""
@@ -65,11 +66,11 @@ def fine_tune(stages, transcripts: Sequence[Sequence[str]], pretrained: str | os
     from .engine import seed_everything
     from .finetune import PHONE_VOCAB, evaluate, transcribed
     from .metrics import phone_error_rate
-    from .recipes import recipe
+    from .recipes import ctc_recipe
     from .run import start_run
 
     utts, left_out = relabelled(stages.train, transcripts)
-    r = recipe("wav2vec2_ctc_finetune", scale, seed=seed, out_dir=str(folder))
+    r = ctc_recipe("finetune", scale, pretrained, seed=seed, out_dir=str(folder))
     seed_everything(seed)
     model = r.build(vocab=PHONE_VOCAB, pretrained=pretrained)
     run = start_run(r, [], stages.root, model=model, dataset=transcribed(model, utts, stages.root, "phones"),

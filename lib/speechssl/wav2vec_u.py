@@ -12,7 +12,15 @@ from the same inputs:
 
 It reads the synthetic corpus of the scale and its unpaired-text split, or LibriSpeech (``--data
 librispeech:PATH --subsets ...``) with the unpaired text of ``--text`` (:func:`~speechssl.unpaired.read_sentences`)
-and the unlabelled ``--dev-subsets``; LibriSpeech has no phone transcripts, so no PER is measured there.
+and the unlabelled ``--dev-subsets``; LibriSpeech has no phone transcripts, so no PER is measured there. The
+paper's run reads released wav2vec 2.0 LARGE LV-60k weights, written as a checkpoint that records their
+standardised input (:mod:`speechssl.interop`); its layer features and its self-training then read standardised
+waveforms, and the self-training takes fairseq's ``vox_10m.yaml`` (:func:`~speechssl.recipes.ctc_recipe`):
+
+    python -m speechssl.interop huggingface facebook/wav2vec2-large-lv60 --out runs/wav2vec2-large-lv60.pt
+    python -m speechssl.wav2vec_u --scale full --model runs/wav2vec2-large-lv60.pt \\
+        --data librispeech:/data --subsets train-clean-100 train-clean-360 train-other-500 \\
+        --text /data/librispeech-lm-norm.txt
 
 1. **segments** (``segments.pt``): :class:`AudioPipeline` fitted on the pre-training split, applied to it
    and to ``dev`` and ``test``;
@@ -129,13 +137,14 @@ def load_feature_model(path) -> torch.nn.Module:
 
 def layer_source(model, layer: int):
     """The featuriser of a HuBERT's or wav2vec 2.0's Transformer ``layer`` (0: its input) and the fingerprint
-    that names it (model, weights and layer)."""
+    that names it (model, weights and layer, and whether it standardises the waveforms)."""
     from .hubert import layer_featurizer
     from .models import Wav2Vec2
 
     name = "wav2vec2" if isinstance(model, Wav2Vec2) else "hubert"
+    normalized = ("normalize",) if getattr(model, "normalize_waveform", False) else ()
     return layer_featurizer(model, layer), _fingerprint(
-        f"{name}-layer", layer, sorted((k, v.numpy().tobytes()) for k, v in model.state_dict().items()))
+        f"{name}-layer", layer, sorted((k, v.numpy().tobytes()) for k, v in model.state_dict().items()), *normalized)
 
 
 def mfcc_source():
@@ -351,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data.librispeech import read_librispeech
     from .data.manifest import read_manifest, read_unpaired_text
     from .unpaired import read_sentences
-    from .recipes import recipe
+    from .recipes import ctc_recipe, recipe
 
     parser = build_arg_parser()
     args = parser.parse_args(argv)
@@ -385,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .finetune import PHONE_VOCAB
 
             try:
-                recipe("wav2vec2_ctc_finetune", scale).build(vocab=PHONE_VOCAB, pretrained=args.model)
+                ctc_recipe("finetune", scale, args.model).build(vocab=PHONE_VOCAB, pretrained=args.model)
             except (ConfigError, CheckpointError) as e:
                 raise ConfigError(f"self-training (stage 6) cannot fine-tune --model {args.model} with the "
                                   f"{scale} CTC recipe: {e}; pass --no-self-training to stop before it") from None
