@@ -144,6 +144,36 @@ def test_each_step_trains_only_its_own_network():
     assert all(p.grad is not None for p in model.generator.parameters())
 
 
+def test_gumbel_option_samples_what_the_discriminator_reads_at_fairseqs_temperature():
+    """fairseq's ``gumbel`` / ``hard_gumbel`` / ``temp``: the temperature falls as ``max(2 * 0.99995 ** n, 0.1)``;
+    in training the discriminator reads a Gumbel-softmax sample (one-hot rows with ``hard_gumbel``, through
+    which the generator still gets a gradient); in evaluation, and without the option, the softmax."""
+    logits = torch.randn(3, 6, 5)
+    plain = Wav2VecU(CFG).train()
+    assert torch.equal(plain.distributions(logits), logits.softmax(-1))
+    model = Wav2VecU(GanConfig(**{**CFG.__dict__, "gumbel": True, "hard_gumbel": True})).train()
+    for n, t in ((0, 2.0), (1000, 2.0 * 0.99995 ** 1000), (100_000, 0.1)):
+        model.set_num_updates(n)
+        assert model.temperature == pytest.approx(t)
+    x = logits.clone().requires_grad_(True)
+    torch.manual_seed(0)
+    hard = model.distributions(x)
+    assert set(hard.unique().tolist()) == {0.0, 1.0} and torch.equal(hard.sum(-1), torch.ones(3, 6))
+    (hard * torch.randn(3, 6, 5)).sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert torch.equal(model.eval().distributions(logits), logits.softmax(-1))
+    soft = Wav2VecU(GanConfig(**{**CFG.__dict__, "gumbel": True})).train()
+    torch.manual_seed(0)
+    sample = soft.distributions(logits)
+    assert torch.allclose(sample.sum(-1), torch.ones(3, 6)) and not torch.allclose(sample, logits.softmax(-1))
+    torch.manual_seed(0)
+    losses = model.train().discriminator_loss(torch.randn(3, 6, 8), torch.tensor([6, 5, 3]), torch.randint(0, 5, (4, 7)),
+                                              torch.tensor([7, 7, 2, 5]))
+    assert set(losses) == {"dense_d", "token_d", "grad_pen"} and all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ConfigError, match="GanConfig.temp: expected"):
+        GanConfig(temp=(0.1, 2.0, 0.99995))
+
+
 @pytest.mark.parametrize("field, value", [("num_phones", 1), ("generator_kernel", 0), ("generator_dropout", 1.0),
                                           ("gradient_penalty", -1.0), ("discriminator_dim", 2.5)])
 def test_bad_gan_settings_are_named(field, value):

@@ -188,6 +188,7 @@ def train_gan(model: Wav2VecU, data: GanData, cfg: GanTrainConfig, *,
     model.train()
     start = time.perf_counter()
     for update in range(first, cfg.max_updates + 1):
+        model.set_num_updates(update - 1)                   # fairseq: the updates made before this one
         idx, x, lengths = _audio_batch(data, cfg, rng)
         if update % 2 == 1:                                  # fairseq discrim_step: odd updates
             losses = _discriminator_losses(model, data, cfg, rng, x, lengths)

@@ -17,7 +17,10 @@ The model, top-down (paper Sec. 3, fairseq ``examples/wav2vec/unsupervised/model
    dimension 384, depth 2, kernel 6, no dropout): ``conv(V -> d) -> [conv(d -> d) -> GELU] x (depth - 1)
    -> conv(d -> 1)``, no non-linearity after the first (``discriminator_act_after_linear false``); its
    score is the mean over the valid steps. Its input is the generator's softmax (fake) or the one-hot
-   phones of unpaired text (real).
+   phones of unpaired text (real). With fairseq's ``gumbel`` option (off in ``w2vu.yaml``) the fake input is
+   a Gumbel-softmax sample in training, at a temperature that falls from 2 by a factor 0.99995 per update to
+   0.1 (``temp``), and with ``hard_gumbel`` its one-hot, which looks like text to the discriminator while the
+   generator learns through the soft sample.
 4. **Objective** (Sec. 3.2, Eq. 1): ``min_G max_C E[log C(Y)] - E[log(1 - C(G(S)))] - lambda L_gp +
    gamma L_sp + eta L_pd``, in fairseq's binary cross-entropies (summed over the batch) with target 1 for
    generated and 0 for real sequences on the discriminator's steps and target 0 for generated on the
@@ -78,6 +81,9 @@ class GanConfig:
     residual: bool = False             # fairseq generator_residual (w2vu2.yaml: true)
     aux_units: int = 0                 # fairseq target_dim: the k-means units of the auxiliary loss (w2vu2: 64)
     aux_weight: float = 0.0            # fairseq mmi_weight (w2vu2.yaml: 0.5); 0: no auxiliary loss
+    gumbel: bool = False               # fairseq gumbel: in training, a Gumbel-softmax sample instead of the softmax
+    hard_gumbel: bool = False          # fairseq hard_gumbel: the sample's one-hot, with the soft sample's gradient
+    temp: tuple[float, float, float] = (2.0, 0.1, 0.99995)   # fairseq temp: its temperature (start, floor, decay)
 
     def __post_init__(self) -> None:
         for f in ("input_dim", "num_phones", "generator_kernel", "discriminator_dim", "discriminator_depth",
@@ -93,6 +99,9 @@ class GanConfig:
         for f in ("gradient_penalty", "smoothness_weight", "code_penalty", "aux_weight"):
             if not getattr(self, f) >= 0:
                 raise config_error("GanConfig", f, "a weight >= 0", getattr(self, f))
+        t = self.temp
+        if not (len(t) == 3 and t[0] >= t[1] > 0 and 0 < t[2] <= 1):
+            raise config_error("GanConfig", "temp", "(start, floor, decay) with start >= floor > 0 and 0 < decay <= 1", t)
         if self.aux_weight > 0 and not (self.residual and isinstance(self.aux_units, int) and self.aux_units >= 2):
             raise config_error("GanConfig", "aux_units", "at least 2 units and residual=True with aux_weight > 0 "
                                "(the decoder reads the residual layer's output)", (self.aux_units, self.residual))
@@ -250,6 +259,25 @@ class Wav2VecU(nn.Module):
         self.cfg = cfg
         self.generator = Generator(cfg)
         self.discriminator = Discriminator(cfg)
+        self.num_updates = 0
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """The updates made so far (fairseq ``set_num_updates``), for the Gumbel temperature."""
+        self.num_updates = num_updates
+
+    @property
+    def temperature(self) -> float:
+        """fairseq's ``curr_temp``: ``max(start * decay ** updates, floor)``."""
+        start, floor, decay = self.cfg.temp
+        return max(start * decay ** self.num_updates, floor)
+
+    def distributions(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the discriminator reads of the generator's joined logits: their softmax, or in training with
+        ``gumbel`` a Gumbel-softmax sample at :attr:`temperature`, one-hot with ``hard_gumbel`` (fairseq
+        ``Wav2vec_U.normalize``)."""
+        if self.training and self.cfg.gumbel:
+            return F.gumbel_softmax(logits, tau=self.temperature, hard=self.cfg.hard_gumbel)
+        return logits.softmax(-1)
 
     def generate(self, features: torch.Tensor, lengths: torch.Tensor, *, sample: bool | None = None,
                  rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,7 +290,7 @@ class Wav2VecU(nn.Module):
         """Losses of a discriminator step: generated sequences labelled 1, text 0, plus lambda L_gp."""
         with torch.no_grad():
             fake_logits, fake_lengths = self.generate(features, lengths, rng=rng)
-        fake = fake_logits.softmax(-1)
+        fake = self.distributions(fake_logits)
         real = F.one_hot(phones, self.cfg.num_phones).to(fake) * lengths_mask(phone_lengths, phones.size(1))[..., None]
         # [eq w2vu-d]
         d_fake = self.discriminator(fake, fake_lengths)
@@ -284,7 +312,7 @@ class Wav2VecU(nn.Module):
         raw, raw_lengths, *unit_logits = self.generator(features, lengths, units=aux)
         logits, out_lengths = join_runs(raw, raw_lengths, sample=self.training, generator=rng)
         # [eq w2vu-g]
-        d_fake = self.discriminator(logits.softmax(-1), out_lengths)
+        d_fake = self.discriminator(self.distributions(logits), out_lengths)
         batch = features.size(0)                                          # fairseq sample_size
         out = {"dense_g": F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake), reduction="sum")}
         pd, ppl = diversity_penalty(logits, out_lengths)
