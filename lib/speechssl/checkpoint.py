@@ -283,6 +283,7 @@ def load_checkpoint(
     model_config: Any = None,
     map_location: str | torch.device | None = "cpu",
     purpose: str = "resume",
+    mmap: bool = False,
 ) -> dict[str, Any]:
     """Read and validate a checkpoint written by :class:`~speechssl.engine.Trainer`.
 
@@ -296,6 +297,8 @@ def load_checkpoint(
         map_location: where tensors are loaded (``"cpu"`` by default).
         purpose: what the checkpoint is loaded for, in error messages (``"resume"``, ``"load the
             pre-trained model"``).
+        mmap: map the tensors from the file instead of reading them, for a caller that only needs the
+            checkpoint's settings (a LARGE model's weights are 1.3 GB).
 
     Returns:
         The checkpoint dict (``model``, ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
@@ -316,7 +319,7 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"cannot {purpose}: no checkpoint at {path} (the file does not exist)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # truncated zip, pickle errors, disallowed globals
         # torch's own message advises weights_only=False, which is unsafe for a corrupt or untrusted file: keep
         # only its first line, without that advice

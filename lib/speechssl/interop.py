@@ -40,8 +40,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["PRETRAINING_ONLY", "config_from_huggingface", "from_fairseq", "from_huggingface", "from_torchaudio",
-           "from_torchaudio_hubert", "load_pretrained", "main", "huggingface_normalize", "fairseq_normalize"]
+__all__ = ["PRETRAINING_ONLY", "config_from_huggingface", "fairseq_normalize", "from_fairseq", "from_huggingface",
+           "from_torchaudio", "from_torchaudio_hubert", "huggingface_normalize", "load_pretrained", "main"]
 
 #: Parameters of :class:`~speechssl.models.wav2vec2.Wav2Vec2` and :class:`~speechssl.models.hubert.Hubert`
 #: used only by the pre-training task; an encoder-only checkpoint (torchaudio, a fine-tuned model) does not
@@ -293,8 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             released = transformers.Wav2Vec2ForPreTraining.from_pretrained(args.source)
             cfg = config_from_huggingface(released.config)
             renamed = from_huggingface(released.state_dict(), cfg.extractor_mode)
-            normalize = args.normalize if args.normalize is not None else huggingface_normalize(args.source,
-                                                                                                 released.config)
+            normalize = huggingface_normalize(args.source, released.config) if args.normalize is None else args.normalize
         else:
             if args.preset is None:
                 raise ConfigError("--preset: a fairseq file needs the architecture it holds, base or large; found none")
@@ -304,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # fairseq checkpoints pickle their settings (argparse or omegaconf objects): read only trusted files
             state = torch.load(args.source, map_location="cpu", weights_only=False)
             renamed = from_fairseq(state["model"] if "model" in state else state, cfg.extractor_mode)
-            normalize = args.normalize if args.normalize is not None else fairseq_normalize(state, args.source)
+            normalize = fairseq_normalize(state, args.source) if args.normalize is None else args.normalize
         model = Wav2Vec2(cfg)
         load_pretrained(model, renamed, source=args.source)
         save_checkpoint(args.out, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_name": "wav2vec2",

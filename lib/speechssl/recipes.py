@@ -241,10 +241,9 @@ def ctc_recipe(mode: str, scale: str, pretrained: str | Path | None = None, **ov
 
     settings: dict[str, Any] = {}
     if pretrained is not None and mode != "scratch":
-        state = load_checkpoint(pretrained, purpose="load the pre-trained model")
+        state = load_checkpoint(pretrained, purpose="load the pre-trained model", mmap=True)   # its settings only
         if scale == "full" and _is_large(state.get("model_config") or {}):
-            factor = _ctc_train(mode)["full"]["lr"] / _CTC_TRAIN["full"]["lr"]
-            settings = {**CTC_LARGE, "lr": CTC_LARGE["lr"] * factor}
+            settings = {**CTC_LARGE, "lr": CTC_LARGE["lr"] * _lr_factor(mode, scale)}
         settings["normalize"] = normalizes_input(state)
     return recipe(f"wav2vec2_ctc_{mode}", scale, **{**settings, **overrides})
 
@@ -293,12 +292,15 @@ def _build_ctc(r: Recipe, *, vocab, pretrained: str | Path | None = None) -> Wav
 FINETUNE_LR_FACTOR = {"tiny": 0.5}
 
 
+def _lr_factor(mode: str, scale: str) -> float:
+    """The peak rate of CTC ``mode`` at ``scale`` relative to training from scratch."""
+    if mode == "probe":
+        return PROBE_LR_FACTOR
+    return FINETUNE_LR_FACTOR.get(scale, 1.0) if mode == "finetune" else 1.0
+
+
 def _ctc_train(mode: str) -> dict[str, dict]:
-    def factor(scale: str) -> float:
-        if mode == "probe":
-            return PROBE_LR_FACTOR
-        return FINETUNE_LR_FACTOR.get(scale, 1.0) if mode == "finetune" else 1.0
-    return {s: {**t, "lr": t["lr"] * factor(s)} for s, t in _CTC_TRAIN.items()}
+    return {s: {**t, "lr": t["lr"] * _lr_factor(mode, s)} for s, t in _CTC_TRAIN.items()}
 
 
 # HuBERT ---------------------------------------------------------------------------------------------
