@@ -814,6 +814,80 @@ def test_stages_decipher_the_true_segments(tmp_path):
     assert out["reading"]["T"] == "K" and out["reading"]["K"] == "T" and out["wrong"] == 2 and out["dev_per"] > 0
 
 
+def test_pair_cross_entropy_is_lowest_at_the_texts_pairs_ignores_padding_and_any_thread_count():
+    """One-hot outputs that say the text's own sequences score the entropy of the text's pair distribution, the
+    objective's floor; a reading with two phones swapped scores higher, and uniform outputs higher still. Steps
+    beyond a sequence's length do not count, and the value is the same bits at 1 and 2 threads."""
+    from speechssl.cipher import pair_cross_entropy, pair_distribution
+    from speechssl.data.phones import PHONES
+
+    rng = random.Random(0)
+    said = [rng.choices(PHONES[:12], weights=range(1, 13), k=rng.randint(5, 30)) for _ in range(64)]
+    pairs = pair_distribution(said)
+    assert pairs.shape == (40, 40) and float(pairs.sum()) == pytest.approx(1.0)
+    floor = float(-(pairs[pairs > 0] * pairs[pairs > 0].log()).sum())
+    lengths = torch.tensor([len(s) for s in said])
+
+    def outputs(reading):
+        ids = [torch.tensor([PHONES.index(reading.get(p, p)) for p in s]) for s in said]
+        return torch.nn.utils.rnn.pad_sequence([F.one_hot(i, 40).float() for i in ids], batch_first=True)
+
+    right = pair_cross_entropy(outputs({}), lengths, pairs)
+    assert float(right) == pytest.approx(floor, abs=1e-4)
+    assert float(pair_cross_entropy(outputs({PHONES[1]: PHONES[11], PHONES[11]: PHONES[1]}), lengths, pairs)) > floor + 0.1
+    assert float(pair_cross_entropy(torch.full((64, 30, 40), 1 / 40), lengths, pairs)) > floor + 1
+    padded = torch.cat([outputs({}), torch.rand(64, 7, 40)], 1)            # garbage after every sequence's end
+    assert torch.equal(pair_cross_entropy(padded, lengths, pairs), right)
+    soft = torch.randn(64, 30, 40, generator=torch.Generator().manual_seed(1)).softmax(-1)
+    threads = torch.get_num_threads()
+    try:
+        values = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            values.append(pair_cross_entropy(soft, lengths, pairs))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(values[0], values[1])
+
+
+def test_stages_pair_matching_reads_a_cipher_from_the_text_pairs(tmp_path):
+    """Walks on a chain with no symmetry, under the cipher, and other walks on the same chain as the text: from
+    random starts, descent on the pair cross-entropy ends at or above the objective's floor; the start with the
+    lowest objective reads dev exactly while other starts stop in local minima far from it; a run is repeatable.
+    The solution's objective is reported beside it."""
+    from speechssl.cipher import pair_distribution
+    from speechssl.data.manifest import Utterance
+    from speechssl.wav2vec_u import Plan, Stages
+
+    follow = {"AA": ["B", "B", "D"], "B": ["D", "EH"], "D": ["AA", "F", "F", "F"], "EH": ["AA", "G"],
+              "F": ["B", "EH", "G"], "G": ["AA"]}
+    rng = random.Random(0)
+
+    def walk(n):
+        out = [rng.choice(sorted(follow))]
+        while len(out) < n:
+            out.append(rng.choice(follow[out[-1]]))
+        return out
+
+    def utt(i, phones):
+        return Utterance(id=f"u{i}", path=f"u{i}.flac", num_samples=16000, speaker="s", phones=phones,
+                         alignment=[(p, 0, 1) for p in phones])
+
+    train = [utt(i, walk(16)) for i in range(120)]
+    dev = [utt(1000 + i, walk(16)) for i in range(20)]
+    stages = Stages(tmp_path, tmp_path, train, dev, [object()], None, "x", Plan(0, 2, 48))
+    text = [walk(16) for _ in range(400)]
+    stages.sentences = lambda: {"with_silence": text}
+    pairs = pair_distribution(text)
+    floor = float(-(pairs[pairs > 0] * pairs[pairs > 0].log()).sum())
+    runs = [stages.pair_matching(s, updates=300, batch_size=32) for s in range(4)]
+    assert all(r["loss"] > floor - 1e-3 and r["solution_loss"] == runs[0]["solution_loss"] for r in runs)
+    best = min(runs, key=lambda r: r["loss"])
+    assert best["dev_per"] == 0.0 and best["loss"] < runs[0]["solution_loss"] + 0.05
+    assert max(r["dev_per"] for r in runs) > 0.5                         # and the others stop in local minima
+    assert stages.pair_matching(0, updates=300, batch_size=32) == runs[0]
+
+
 def test_probe_discriminator_tells_a_constant_generator_from_text_and_trains_only_itself():
     """A generator that says one phone everywhere against text of varied phones: the discriminator, trained
     alone, tells them apart (cross-entropy far below ln 2); the generator is untouched, and the probe is

@@ -21,10 +21,10 @@ import torch
 
 from .data.phones import PHONES, SILENCE
 from .ngram import PhoneLM
-from .unpaired import pad_sequences, text_batches
+from .unpaired import pad_sequences, phones_without_silence, text_batches
 
 __all__ = ["true_segments", "cipher_features", "solution_weights", "frequency_code", "reading_weights", "read_segments",
-           "decipher", "CipherStages"]
+           "decipher", "pair_distribution", "pair_cross_entropy", "CipherStages"]
 
 
 def true_segments(utterance, inventory: Sequence[str] = PHONES) -> list[int]:
@@ -128,23 +128,46 @@ def decipher(audio: Iterable[Sequence[str]], text: Iterable[Sequence[str]], star
     return {a: names[int(r)] for a, r in zip(src, reading)}, swaps
 
 
+def pair_distribution(sequences: Iterable[Sequence[str]], inventory: Sequence[str] = PHONES) -> torch.Tensor:
+    """The distribution (V, V) of consecutive phone pairs within ``sequences``, over ``inventory``."""
+    counts = _bigrams(sequences, {p: i for i, p in enumerate(inventory)})
+    return (counts / counts.sum()).float()
+
+
+def pair_cross_entropy(probs: torch.Tensor, lengths: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Output-distribution matching on phone pairs (Yeh et al. 2019, Sec. 3, after Liu et al. 2017): the
+    cross-entropy ``-sum_ab P(a, b) log Q(a, b)`` of the text's pair distribution ``pairs`` (V, V) against ``Q``,
+    the pairs that the output distributions ``probs`` (B, T, V) give in expectation, ``sum_t p_t p_(t+1)^T`` over
+    the consecutive valid steps of the batch, normalised. A critic that needs no training: it is lowest where the
+    outputs' pairs are the text's."""
+    from .models.wav2vec_u import lengths_mask
+
+    valid = lengths_mask(lengths, probs.size(1))[:, 1:, None].to(probs)
+    # one (V, V) product per sequence, then their sum: a GEMM over the whole batch's steps would let MKL split that
+    # long sum between threads, and its last bits would depend on the thread count
+    q = torch.bmm((probs[:, :-1] * valid).transpose(1, 2), probs[:, 1:]).sum(0)
+    return -(pairs * torch.log(q / q.sum() + 1e-8)).sum()
+
+
 class CipherStages:
     """The cipher's stages of :class:`speechssl.wav2vec_u.Stages` (its ``train``, ``dev``, ``plan``,
     :meth:`sentences`, :meth:`references` and :meth:`_gan_config`), kept here with the cipher's code."""
 
     def cipher(self, seed: int = 0, *, solved: float = 0.0, reading: Mapping[str, str] | None = None,
-               max_updates: int | None = None, on_eval=None, **gan) -> list[dict]:
+               max_updates: int | None = None, on_eval=None, text: Sequence[Sequence[str]] | None = None,
+               **gan) -> list[dict]:
         """The GAN of this plan (``gan``: settings over the plan's) on a substitution cipher of the true segments
         (:func:`cipher_features` of dimension ``pca_dim``, code seed 0) against the same text, evaluated on
         ``dev`` as :meth:`gan` is; not cached. ``solved > 0`` starts the generator at the solution with that
         logit margin (:func:`solution_weights`): whether training stays there tells whether the solution is a
-        fixed point; with ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`)."""
+        fixed point; with ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`).
+        ``text``: the phone sequences the discriminator reads (silence included) instead of the unpaired text's."""
         from .gan import GanData, GanTrainConfig, track
         from .models.wav2vec_u import Wav2VecU
 
         x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
         dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
-        text = self.sentences()
+        sentences = self.sentences()
         torch.manual_seed(seed)
         model = Wav2VecU(self._gan_config(**gan))
         if solved > 0:
@@ -153,9 +176,51 @@ class CipherStages:
                 model.generator.proj.weight.copy_(solution_weights(code, k, solved) if reading is None else
                                                   reading_weights(code, k, solved, reading))
         train = {**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})}
-        return track(model, GanData(x, lengths, *text_batches(text["with_silence"])), GanTrainConfig(**train),
-                     PhoneLM(text["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
+        read = sentences["with_silence"] if text is None else text
+        return track(model, GanData(x, lengths, *text_batches(read)), GanTrainConfig(**train),
+                     PhoneLM(sentences["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
                      evaluate_first=True)
+
+    def pair_matching(self, seed: int = 0, *, updates: int = 1500, batch_size: int = 128, lr: float = 4e-3,
+                      kernel: int = 1) -> dict:
+        """The search without the adversary: the GAN's generator (a convolution of ``kernel``) on the cipher of
+        :meth:`cipher`, fitted from a random start by Adam (lr ``lr``, betas (0.5, 0.98)) to
+        :func:`pair_cross_entropy` against the text the discriminator reads, ``updates`` batches of ``batch_size``
+        training utterances drawn with ``seed``. Returns the dev PER at the end (``None`` without transcripts) and
+        the objective on the whole training set at the end (``loss``) and at the solution (``solution_loss``,
+        logit margin 10): an end above the solution is a local minimum of the objective."""
+        from .gan import decode
+        from .metrics import phone_error_rate
+        from .models.wav2vec_u import Wav2VecU
+
+        x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
+        dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
+        pairs = pair_distribution(self.sentences()["with_silence"])
+        torch.manual_seed(seed)
+        model = Wav2VecU(self._gan_config(generator_kernel=kernel))
+        opt = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.98))
+        rng = torch.Generator().manual_seed(seed)
+
+        def objective(feats: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+            logits, out = model.generator(feats[:, :int(n.max())], n)
+            return pair_cross_entropy(logits.softmax(-1), out, pairs)
+
+        model.train()
+        for _ in range(updates):
+            idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=rng)
+            loss = objective(x[idx], lengths[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        refs = self.references(self.dev)
+        hyps = [phones_without_silence(h, PHONES) for h in decode(model, dx, dlengths)]
+        with torch.no_grad():
+            end = float(objective(x, lengths))
+            model.generator.proj.weight.copy_(solution_weights(code, kernel, 10.0))
+            at_solution = float(objective(x, lengths))
+        return {"dev_per": None if refs is None else phone_error_rate(refs, hyps).rate, "loss": end,
+                "solution_loss": at_solution}
 
     def frequency_cipher(self) -> float | None:
         """Dev PER of the cipher of :meth:`cipher` read by phone frequency alone: each phone of the training
