@@ -9,6 +9,9 @@ can tell. Both are built here so that a discriminator can be asked which of them
 decipherment does (Knight et al. 2006, "Unsupervised analysis for decipherment problems", Sec. 3: a key is
 scored by a bigram model of the plaintext; they search over probabilistic keys with EM, here a greedy search
 over one-to-one readings): it tells whether the text's statistics are enough to identify the code at all.
+:func:`pair_cross_entropy` asks whether gradient descent can get there with an exact critic that needs no
+training (output-distribution matching, Yeh et al. 2019): :meth:`CipherStages.pair_matching` fits the GAN's
+generator to it, which separates what the search costs from what the adversary costs.
 """
 
 from __future__ import annotations
