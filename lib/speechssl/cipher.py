@@ -138,7 +138,7 @@ def pair_distribution(sequences: Iterable[Sequence[str]], inventory: Sequence[st
 
 
 def pair_cross_entropy(probs: torch.Tensor, lengths: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """Output-distribution matching on phone pairs (Yeh et al. 2019, Sec. 3, after Liu et al. 2017): the
+    """Output-distribution matching on phone pairs (Yeh et al. 2019, after Liu et al. 2017): the
     cross-entropy ``-sum_ab P(a, b) log Q(a, b)`` of the text's pair distribution ``pairs`` (V, V) against ``Q``,
     the pairs that the output distributions ``probs`` (B, T, V) give in expectation, ``sum_t p_t p_(t+1)^T`` over
     the consecutive valid steps of the batch, normalised. A critic that needs no training: it is lowest where the
@@ -157,20 +157,18 @@ class CipherStages:
     :meth:`sentences`, :meth:`references` and :meth:`_gan_config`), kept here with the cipher's code."""
 
     def cipher(self, seed: int = 0, *, solved: float = 0.0, reading: Mapping[str, str] | None = None,
-               max_updates: int | None = None, on_eval=None, text: Sequence[Sequence[str]] | None = None,
-               **gan) -> list[dict]:
+               max_updates: int | None = None, on_eval=None, **gan) -> list[dict]:
         """The GAN of this plan (``gan``: settings over the plan's) on a substitution cipher of the true segments
         (:func:`cipher_features` of dimension ``pca_dim``, code seed 0) against the same text, evaluated on
         ``dev`` as :meth:`gan` is; not cached. ``solved > 0`` starts the generator at the solution with that
         logit margin (:func:`solution_weights`): whether training stays there tells whether the solution is a
-        fixed point; with ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`).
-        ``text``: the phone sequences the discriminator reads (silence included) instead of the unpaired text's."""
+        fixed point; with ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`)."""
         from .gan import GanData, GanTrainConfig, track
         from .models.wav2vec_u import Wav2VecU
 
         x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
         dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
-        sentences = self.sentences()
+        text = self.sentences()
         torch.manual_seed(seed)
         model = Wav2VecU(self._gan_config(**gan))
         if solved > 0:
@@ -179,9 +177,8 @@ class CipherStages:
                 model.generator.proj.weight.copy_(solution_weights(code, k, solved) if reading is None else
                                                   reading_weights(code, k, solved, reading))
         train = {**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})}
-        read = sentences["with_silence"] if text is None else text
-        return track(model, GanData(x, lengths, *text_batches(read)), GanTrainConfig(**train),
-                     PhoneLM(sentences["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
+        return track(model, GanData(x, lengths, *text_batches(text["with_silence"])), GanTrainConfig(**train),
+                     PhoneLM(text["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
                      evaluate_first=True)
 
     def pair_matching(self, seed: int = 0, *, updates: int = 1500, batch_size: int = 128, lr: float = 4e-3,
