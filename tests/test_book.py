@@ -29,7 +29,7 @@ def test_book_builds_without_warnings(tmp_path):
                         ("03_wav2vec2", ("perplexity", "UMAP")), ("04_finetune_ctc", ("PER", "tri-stage")),
                         ("05_hubert", ("PNMI", "MFCC")),
                         ("05a_hubert_iteration2", ("PNMI", "iteration 2")), ("05c_hubert_finetune", ("PER", "Table II")),
-                        ("06_wav2vec_u", ("cipher", "weighted_lm_ppl"))):
+                        ("06_wav2vec_u", ("cipher", "weighted_lm_ppl")), ("06c_cipher", ("frequency rank", "pair"))):
         page = (html / "chapters" / f"{name}.html").read_text(encoding="utf-8")
         assert all(w in page for w in words) and "<img" in page, name
         assert page.count("<table") >= 4 and "holds here" in page, name
