@@ -58,8 +58,8 @@ def test_relabelled_refuses_a_transcript_count_that_does_not_match():
 
 
 def test_the_command_stage_runs_once_per_transcripts_and_model(tmp_path, monkeypatch):
-    """``self_train`` fine-tunes again only when the generator's transcripts or the pre-trained model change;
-    otherwise it returns what ``self-training.json`` holds."""
+    """``fine_tune`` (and so ``self_train``) trains again only when the transcripts, the pre-trained model, the
+    scale or the seed change; otherwise it returns what the JSON file beside its run folder holds."""
     import json
     import types
 
@@ -67,23 +67,31 @@ def test_the_command_stage_runs_once_per_transcripts_and_model(tmp_path, monkeyp
 
     calls = []
 
-    def fake_fine_tune(stages, labels, pretrained, folder, *, scale, seed=0):
+    def fake_tune(stages, labels, pretrained, folder, *, scale, seed):
         calls.append((labels, folder.name))
         return {"labels": None, "left_out": 0, "updates": 7, "test": None}
 
     labels = [["AE", "T"], ["D"]]
-    monkeypatch.setattr(st, "fine_tune", fake_fine_tune)
+    monkeypatch.setattr(st, "_tune", fake_tune)
     monkeypatch.setattr(st, "pseudo_labels", lambda stages, point: [list(t) for t in labels])
     stages = types.SimpleNamespace(folder=tmp_path, source="weights-a")
     point = {"seed": 2, "update": 750}
     first = st.self_train(stages, point, "model", scale="tiny")
     assert calls == [(labels, "self-training")] and (first["seed"], first["update"], first["updates"]) == (2, 750, 7)
-    assert st.self_train(stages, point, "model", scale="tiny") == first == json.loads((tmp_path / "self-training.json").read_text())
+    assert st.self_train(stages, point, "model", scale="tiny") == first
+    saved = json.loads((tmp_path / "self-training.json").read_text())
+    assert {k: saved[k] for k in ("labels", "left_out", "updates", "test")} == {"labels": None, "left_out": 0,
+                                                                             "updates": 7, "test": None}
     assert len(calls) == 1
     labels[1] = ["T"]                                   # another generator's transcripts
     st.self_train(stages, point, "model", scale="tiny")
     stages.source = "weights-b"                         # another pre-trained model
     st.self_train(stages, point, "model", scale="tiny")
-    assert len(calls) == 3
+    st.self_train(stages, point, "model", scale="tiny", seed=1)     # another seed
+    assert len(calls) == 4
     (tmp_path / "self-training.json").write_text("{")     # an interrupted write elsewhere: made again
-    assert st.self_train(stages, point, "model", scale="tiny")["updates"] == 7 and len(calls) == 4
+    assert st.self_train(stages, point, "model", scale="tiny")["updates"] == 7 and len(calls) == 5
+    # the chapter's reference run on the true transcripts is cached beside its own folder
+    st.fine_tune(stages, [["D"]], "model", tmp_path / "true-labels", scale="tiny")
+    st.fine_tune(stages, [["D"]], "model", tmp_path / "true-labels", scale="tiny")
+    assert len(calls) == 6 and (tmp_path / "true-labels.json").is_file()

@@ -13,8 +13,8 @@ The transcripts are what fairseq's ``w2vu_generate.py`` writes with ``viterbi`` 
 (:func:`speechssl.gan.decode`).
 
 :func:`fine_tune` is the round's training on any transcripts (the chapter also runs it on the true ones, as
-the reference); :func:`self_train` is the command's stage, cached in ``self-training.json`` under the
-fingerprint of the transcripts and the pre-trained model.
+the reference), cached in a JSON file beside its run folder under the fingerprint of the transcripts and the
+pre-trained model; :func:`self_train` is the command's stage, :func:`fine_tune` on the generator's transcripts.
 """
 
 from __future__ import annotations
@@ -61,7 +61,29 @@ def fine_tune(stages, transcripts: Sequence[Sequence[str]], pretrained: str | os
     :func:`~speechssl.recipes.ctc_recipe`) on the training utterances of ``stages`` labelled with
     ``transcripts`` (:func:`relabelled`), in the run folder ``folder`` (made again). Returns the PER of
     ``transcripts`` against the truth and the test PER of the tuned model (``None`` without transcripts), the
-    number of utterances left out and of updates."""
+    number of utterances left out and of updates.
+
+    The result is kept in ``<folder>.json`` under the fingerprint of the transcripts, the scale, the seed and the
+    pre-trained model (``stages.source``, which fingerprints the weights of the model at ``pretrained``); the
+    same fine-tuning asked for again returns it without training."""
+    from pathlib import Path
+
+    from .units import fingerprint
+    from .wav2vec_u import _read_json, _write_json
+
+    key = fingerprint("fine-tune", scale, seed, [list(t) for t in transcripts], stages.source)
+    path = Path(folder).with_suffix(".json")
+    cached = _read_json(path, key)
+    if cached is not None:
+        return cached
+    out = {"key": key, **_tune(stages, transcripts, pretrained, folder, scale=scale, seed=seed)}
+    _write_json(path, out)
+    return out
+
+
+def _tune(stages, transcripts: Sequence[Sequence[str]], pretrained: str | os.PathLike, folder: str | os.PathLike,
+          *, scale: str, seed: int) -> dict:
+    """:func:`fine_tune`'s training and measurements, without its cache."""
     from .data.transcripts import collate_ctc
     from .engine import seed_everything
     from .finetune import PHONE_VOCAB, evaluate, transcribed
@@ -85,19 +107,8 @@ def fine_tune(stages, transcripts: Sequence[Sequence[str]], pretrained: str | os
 
 def self_train(stages, point: dict, pretrained: str | os.PathLike, *, scale: str, seed: int = 0) -> dict:
     """The command's stage 6: :func:`fine_tune` on the transcripts of the generator of ``point`` in
-    ``stages.folder / "self-training"``, and its result in ``self-training.json``; skipped when that file was
-    made from the same transcripts and pre-trained model (``stages.source``, which fingerprints the weights of
-    the model at ``pretrained``)."""
-    from .units import fingerprint
-    from .wav2vec_u import _read_json, _write_json
-
-    labels = pseudo_labels(stages, point)
-    key = fingerprint("self-training", scale, seed, labels, stages.source)    # source: the model's weights
-    path = stages.folder / "self-training.json"
-    cached = _read_json(path, key)
-    if cached is not None:
-        return cached
-    out = {"key": key, "seed": point["seed"], "update": point["update"],
-           **fine_tune(stages, labels, pretrained, stages.folder / "self-training", scale=scale, seed=seed)}
-    _write_json(path, out)
-    return out
+    ``stages.folder / "self-training"`` (its result cached in ``self-training.json``), with the seed and update
+    of ``point``."""
+    out = fine_tune(stages, pseudo_labels(stages, point), pretrained, stages.folder / "self-training", scale=scale,
+                    seed=seed)
+    return {"seed": point["seed"], "update": point["update"], **out}
