@@ -678,6 +678,36 @@ def test_stages_score_the_test_split_and_the_cipher_reports_from_update_zero(ton
     assert cipher[0]["dev_per"] == 0.0                                 # the solution reads the cipher exactly
 
 
+def test_cipher_runs_are_cached_under_every_setting(tone_corpus, tmp_path, monkeypatch):
+    """The same cipher run asked for again is read back, with ``on_eval`` called on each stored point, and not
+    trained; another seed, start or GAN setting is another run, in another file."""
+    import dataclasses
+
+    import speechssl.gan as gan
+    from speechssl.wav2vec_u import Stages
+
+    base = tiny_stages(tone_corpus, tmp_path)
+    label = lambda us: [dataclasses.replace(u, phones=["AE", "T"], alignment=[("AE", 0, 4000), ("T", 4000, u.num_samples)])
+                        for u in us]
+    plan = dataclasses.replace(base.plan, pca_dim=48, gan={"input_dim": 48, "discriminator_dim": 4})
+    stages = Stages(tmp_path / "c", base.root, label(base.train), label(base.dev), base.text, band_energies,
+                    "band energies", plan)
+    trained = []
+    real_track = gan.track
+    monkeypatch.setattr(gan, "track", lambda *a, **k: trained.append(1) or real_track(*a, **k))
+    first = stages.cipher(0, max_updates=4)
+    seen = []
+    again = stages.cipher(0, max_updates=4, on_eval=lambda p: seen.append(p["update"]))
+    assert len(trained) == 1 and seen == [0, 4]
+    assert [(p["update"], p["dev_per"]) for p in again] == [(p["update"], p["dev_per"]) for p in first]
+    assert torch.equal(again[-1]["generator"]["proj.weight"], first[-1]["generator"]["proj.weight"])
+    stages.cipher(1, max_updates=4)
+    stages.cipher(0, max_updates=4, solved=10.0)
+    stages.cipher(0, max_updates=4, gradient_penalty=0.1)
+    stages.cipher(0, max_updates=4, solved=10.0, reading={"AE": "T", "T": "AE"})
+    assert len(trained) == 5 and len(list((tmp_path / "c").glob("cipher-*.pt"))) == 5
+
+
 SMALL_ENCODER = dict(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, final_dim=16, conv_pos=8, conv_pos_groups=4)
 
 

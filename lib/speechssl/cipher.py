@@ -153,33 +153,53 @@ def pair_cross_entropy(probs: torch.Tensor, lengths: torch.Tensor, pairs: torch.
 
 
 class CipherStages:
-    """The cipher's stages of :class:`speechssl.wav2vec_u.Stages` (its ``train``, ``dev``, ``plan``,
-    :meth:`sentences`, :meth:`references` and :meth:`_gan_config`), kept here with the cipher's code."""
+    """The cipher's stages of :class:`speechssl.wav2vec_u.Stages` (its ``train``, ``dev``, ``plan``, ``folder``,
+    ``corpus``, :meth:`sentences`, :meth:`references`, :meth:`_cached` and :meth:`_gan_config`), kept here with
+    the cipher's code."""
 
     def cipher(self, seed: int = 0, *, solved: float = 0.0, reading: Mapping[str, str] | None = None,
                max_updates: int | None = None, on_eval=None, **gan) -> list[dict]:
         """The GAN of this plan (``gan``: settings over the plan's) on a substitution cipher of the true segments
         (:func:`cipher_features` of dimension ``pca_dim``, code seed 0) against the same text, evaluated on
-        ``dev`` as :meth:`gan` is; not cached. ``solved > 0`` starts the generator at the solution with that
-        logit margin (:func:`solution_weights`): whether training stays there tells whether the solution is a
-        fixed point; with ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`)."""
+        ``dev`` as :meth:`gan` is. ``solved > 0`` starts the generator at the solution with that logit margin
+        (:func:`solution_weights`): whether training stays there tells whether the solution is a fixed point; with
+        ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`).
+
+        Cached like the command's stages, in ``cipher-<fingerprint>.pt`` of the stages' folder, the fingerprint
+        of the corpus, the text and every setting of the run: the same run asked for again (by chapter 6 and
+        page 6c, or by a second execution) is read back, and ``on_eval`` is then called on each stored point."""
+        from dataclasses import asdict
+
+        from .checkpoint import save_checkpoint
         from .gan import GanData, GanTrainConfig, track
         from .models.wav2vec_u import Wav2VecU
+        from .units import fingerprint
 
+        text = self.sentences()
+        cfg = self._gan_config(**gan)
+        train = GanTrainConfig(**{**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})})
+        key = fingerprint("cipher", self.corpus, text["key"], self.plan.pca_dim, asdict(cfg), asdict(train), solved,
+                          sorted(reading.items()) if reading is not None else None)
+        name = f"cipher-{key}.pt"
+        state = self._cached(name, key)
+        if state is not None:
+            for point in state["history"] if on_eval is not None else ():
+                on_eval(point)
+            return state["history"]
         x, lengths, code = cipher_features(self.train, self.plan.pca_dim, seed=0)
         dx, dlengths, _ = cipher_features(self.dev, self.plan.pca_dim, seed=0)
-        text = self.sentences()
         torch.manual_seed(seed)
-        model = Wav2VecU(self._gan_config(**gan))
+        model = Wav2VecU(cfg)
         if solved > 0:
             with torch.no_grad():
                 k = model.cfg.generator_kernel
                 model.generator.proj.weight.copy_(solution_weights(code, k, solved) if reading is None else
                                                   reading_weights(code, k, solved, reading))
-        train = {**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})}
-        return track(model, GanData(x, lengths, *text_batches(text["with_silence"])), GanTrainConfig(**train),
-                     PhoneLM(text["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
-                     evaluate_first=True)
+        history = track(model, GanData(x, lengths, *text_batches(text["with_silence"])), train,
+                        PhoneLM(text["plain"], order=4), dx, dlengths, self.references(self.dev), on_eval=on_eval,
+                        evaluate_first=True)
+        save_checkpoint(self.folder / name, {"key": key, "history": history})
+        return history
 
     def pair_matching(self, seed: int = 0, *, updates: int = 1500, batch_size: int = 128, lr: float = 4e-3,
                       kernel: int = 1) -> dict:
