@@ -701,6 +701,9 @@ def test_cipher_runs_are_cached_under_every_setting(tone_corpus, tmp_path, monke
     assert len(trained) == 1 and seen == [0, 4]
     assert [(p["update"], p["dev_per"]) for p in again] == [(p["update"], p["dev_per"]) for p in first]
     assert torch.equal(again[-1]["generator"]["proj.weight"], first[-1]["generator"]["proj.weight"])
+    other_model = Stages(tmp_path / "c", base.root, label(base.train), label(base.dev), base.text, None, "cipher", plan,
+                         test=label(base.dev))              # page 6c's stages: no features, no test split read
+    assert other_model.cipher(0, max_updates=4)[-1]["dev_per"] == first[-1]["dev_per"] and len(trained) == 1
     stages.cipher(1, max_updates=4)
     stages.cipher(0, max_updates=4, solved=10.0)
     stages.cipher(0, max_updates=4, gradient_penalty=0.1)

@@ -154,8 +154,8 @@ def pair_cross_entropy(probs: torch.Tensor, lengths: torch.Tensor, pairs: torch.
 
 class CipherStages:
     """The cipher's stages of :class:`speechssl.wav2vec_u.Stages` (its ``train``, ``dev``, ``plan``, ``folder``,
-    ``corpus``, :meth:`sentences`, :meth:`references`, :meth:`_cached` and :meth:`_gan_config`), kept here with
-    the cipher's code."""
+    :meth:`sentences`, :meth:`references`, :meth:`_cached` and :meth:`_gan_config`), kept here with the cipher's
+    code."""
 
     def cipher(self, seed: int = 0, *, solved: float = 0.0, reading: Mapping[str, str] | None = None,
                max_updates: int | None = None, on_eval=None, **gan) -> list[dict]:
@@ -165,9 +165,10 @@ class CipherStages:
         (:func:`solution_weights`): whether training stays there tells whether the solution is a fixed point; with
         ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`).
 
-        Cached like the command's stages, in ``cipher-<fingerprint>.pt`` of the stages' folder, the fingerprint
-        of the corpus, the text and every setting of the run: the same run asked for again (by chapter 6 and
-        page 6c, or by a second execution) is read back, and ``on_eval`` is then called on each stored point."""
+        Cached like the command's stages, in ``cipher-<fingerprint>.pt`` of the stages' folder, the fingerprint of
+        the training and dev utterances, the text and every setting of the run (not of the features or the test
+        split, which the cipher does not read): the same run asked for again (by chapter 6 and page 6c, or by a
+        second execution) is read back, and ``on_eval`` is then called on each stored point."""
         from dataclasses import asdict
 
         from .checkpoint import save_checkpoint
@@ -178,7 +179,8 @@ class CipherStages:
         text = self.sentences()
         cfg = self._gan_config(**gan)
         train = GanTrainConfig(**{**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})})
-        key = fingerprint("cipher", self.corpus, text["key"], self.plan.pca_dim, asdict(cfg), asdict(train), solved,
+        audio = sorted((u.id, u.num_samples) for u in [*self.train, *self.dev])   # the cipher reads no test split
+        key = fingerprint("cipher", audio, text["key"], self.plan.pca_dim, asdict(cfg), asdict(train), solved,
                           sorted(reading.items()) if reading is not None else None)
         name = f"cipher-{key}.pt"
         state = self._cached(name, key)
