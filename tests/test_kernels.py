@@ -58,7 +58,8 @@ _FOUNDATION_ONLY = {
 
 
 def _train(**env: str) -> tuple[str, str]:
-    full = {k: v for k, v in os.environ.items() if k not in kernels.PINNED and k not in _FOUNDATION_ONLY}
+    full = {k: v for k, v in os.environ.items()
+            if k not in kernels.PINNED and k not in _FOUNDATION_ONLY and k != "LD_PRELOAD"}
     full["PYTHONPATH"] = str(ROOT / "lib")
     out = subprocess.run([sys.executable, "-c", _TRAIN], env={**full, **env}, capture_output=True, text=True,
                          check=True, timeout=300)
@@ -68,9 +69,27 @@ def _train(**env: str) -> tuple[str, str]:
 
 @x86_only
 def test_pinned_path_gives_the_same_bits_without_later_extensions():
-    pinned, digest = _train(**kernels.PINNED)
+    pinned, digest = _train(**kernels.pinned_env())
     assert pinned == "True"
-    assert _train(**kernels.PINNED, **_FOUNDATION_ONLY) == (pinned, digest)
+    assert _train(**kernels.pinned_env(), **_FOUNDATION_ONLY) == (pinned, digest)
+
+
+@x86_only
+def test_the_preload_makes_mkl_run_its_intel_branch():
+    """With the preload MKL answers "Intel" to its vendor test, so its AVX-512 branch runs on any CPU with
+    AVX-512; on an Intel CPU the preload changes no bit, elsewhere it is what makes the path the stored one."""
+    import ctypes
+
+    lib = kernels.mkl_preload()
+    assert lib is not None and lib.is_file()
+    assert ctypes.CDLL(str(lib)).mkl_serv_intel_cpu_true() == 1
+    env = kernels.pinned_env()
+    assert env["LD_PRELOAD"].split(":")[-1] == str(lib) and all(env[k] == v for k, v in kernels.PINNED.items())
+    without = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+    if "GenuineIntel" in open("/proc/cpuinfo").read():
+        assert _train(**without) == _train(**env)
+    else:
+        assert _train(**without)[0] == "False"          # MKL's own branch here: not the pinned path
 
 
 @x86_only
