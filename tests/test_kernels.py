@@ -93,6 +93,22 @@ def test_the_preload_makes_mkl_run_its_intel_branch():
 
 
 @x86_only
+def test_a_failing_compiler_is_named_and_the_path_stays_as_before(tmp_path):
+    """A C compiler that fails leaves no preload in the cache, and the kernels command names the failure on
+    stderr (not a missing compiler) while it still prints the pinned exports."""
+    cc = tmp_path / "broken-cc"
+    cc.write_text("#!/bin/sh\necho 'broken-cc: cannot write output' >&2\nexit 3\n")
+    cc.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "CC": str(cc), "SPEECHSSL_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "speechssl.kernels"], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split("\n") == [f"export {k}={v}" for k, v in kernels.PINNED.items()] + [""]
+    assert "broken-cc" in out.stderr and "exit 3" in out.stderr and "cannot write output" in out.stderr
+    assert "no C compiler" not in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "cache" / "mkl-intel-branch.so").exists()
+
+
+@x86_only
 def test_an_unpinned_process_says_so():
     assert _train()[0] == "False"
 

@@ -21,12 +21,12 @@ and later), whatever newer extensions (VNNI, BF16, FP16, AMX) the CPU adds:
 - ``LD_PRELOAD`` of a one-function library (:func:`mkl_preload`): MKL also chooses its code by the CPU's
   vendor, and on a CPU that is not Intel's it ignores ``MKL_CBWR=AVX512`` and runs a branch of its own.
   Measured on a 2-core AMD EPYC (Zen 5) with AVX-512: a GEMM gave the same bits under ``MKL_CBWR`` AVX512,
-  AVX2, AUTO and unset, and other bits than MKL's AVX-512 branch; chapters 3b to 6b then ended 21 checked
-  cells away from the outputs stored on a Xeon (a codebook that collapses, verdicts that flip). MKL asks
-  ``mkl_serv_intel_cpu_true`` (a symbol torch's library exports) whether the CPU is Intel's; the preloaded
-  library answers yes, so every CPU with AVX-512 runs the same AVX-512 branch. On an Intel CPU it changes
-  nothing. With it, chapter 1's wav2vec on that EPYC ended at the stored 400-update accuracy (0.2746, stored
-  0.275; 0.2744 without it) and trained 11 % faster (80 s against 89 s).
+  AVX2, AUTO and unset, and other bits than MKL's AVX-512 branch; chapters 3b to 6b and the results page
+  then ended 21 checked cells away from the outputs stored on a Xeon (a codebook that collapses, verdicts
+  that flip). MKL asks ``mkl_serv_intel_cpu_true`` (a symbol torch's library exports) whether the CPU is
+  Intel's; the preloaded library answers yes, so every CPU with AVX-512 runs the same AVX-512 branch. On an
+  Intel CPU it changes nothing. With it, chapter 1's wav2vec on that EPYC ended at the stored 400-update
+  accuracy (0.2746, stored 0.275; 0.2744 without it) and trained 11 % faster (80 s against 89 s).
 
 The AVX2 level would also cover older CPUs, but the book's tiny runs were slower on it (chapter 5:
 679 s on the AVX2 path, 402 s on this one; chapters 0 to 5c: 73 min on the AVX2 path), more than CI's time
@@ -80,8 +80,11 @@ def mkl_preload() -> Path | None:
         src = Path(tmp) / "mkl_intel_branch.c"
         src.write_text(_MKL_VENDOR_SOURCE)
         built = Path(tmp) / out.name
-        if subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(built), str(src)], capture_output=True).returncode:
-            return None
+        cmd = [cc, "-shared", "-fPIC", "-O2", "-o", str(built), str(src)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise OSError(f"{' '.join(cmd[:5])} {out.name} failed (exit {done.returncode}): "
+                          f"{done.stderr.strip() or done.stdout.strip() or 'no message'}")
         os.replace(built, out)                              # whole or not at all, for concurrent first runs
     return out
 
@@ -131,8 +134,11 @@ def pinned() -> bool:
 
 if __name__ == "__main__":
     if _x86():
-        env = pinned_env()
+        try:
+            env, why = pinned_env(), "no C compiler found"
+        except OSError as err:
+            env, why = dict(PINNED), f"building MKL's vendor answer: {err}"
         if "LD_PRELOAD" not in env:
-            print("speechssl.kernels: no C compiler found, so MKL keeps its own branch on a CPU that is not "
-                  "Intel's, and trained numbers there may differ from the stored ones", file=sys.stderr)
+            print(f"speechssl.kernels: {why}; so MKL keeps its own branch on a CPU that is not Intel's, and "
+                  "trained numbers there may differ from the stored ones", file=sys.stderr)
         print("\n".join(f"export {k}={v}" for k, v in env.items()))
