@@ -158,10 +158,11 @@ class CipherStages:
     code."""
 
     def cipher(self, seed: int = 0, *, solved: float = 0.0, reading: Mapping[str, str] | None = None,
-               max_updates: int | None = None, on_eval=None, **gan) -> list[dict]:
+               max_updates: int | None = None, train: Mapping | None = None, on_eval=None, **gan) -> list[dict]:
         """The GAN of this plan (``gan``: settings over the plan's) on a substitution cipher of the true segments
         (:func:`cipher_features` of dimension ``pca_dim``, code seed 0) against the same text, evaluated on
-        ``dev`` as :meth:`gan` is. ``solved > 0`` starts the generator at the solution with that logit margin
+        ``dev`` as :meth:`gan` is; ``train`` are training settings over the plan's (its ``cipher`` schedule, for
+        one), and ``max_updates`` over both. ``solved > 0`` starts the generator at the solution with that logit margin
         (:func:`solution_weights`): whether training stays there tells whether the solution is a fixed point; with
         ``reading``, at that reading of the code instead (:func:`~speechssl.cipher.reading_weights`).
 
@@ -178,7 +179,8 @@ class CipherStages:
 
         text = self.sentences()
         cfg = self._gan_config(**gan)
-        train = GanTrainConfig(**{**self.plan.train, "seed": seed, **({"max_updates": max_updates} if max_updates else {})})
+        train = GanTrainConfig(**{**self.plan.train, **(train or {}), "seed": seed,
+                                  **({"max_updates": max_updates} if max_updates else {})})
         audio = sorted((u.id, u.num_samples) for u in [*self.train, *self.dev])   # the cipher reads no test split
         key = fingerprint("cipher", audio, text["key"], self.plan.pca_dim, asdict(cfg), asdict(train), solved,
                           sorted(reading.items()) if reading is not None else None)

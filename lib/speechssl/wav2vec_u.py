@@ -73,7 +73,8 @@ __all__ = ["InventoryError", "voiced_intervals", "remove_silence", "check_invent
 @dataclass(frozen=True)
 class Plan:
     """A scale's run: the feature model's layer, ``K``, the PCA dimension, the GAN's and its training's
-    settings over ``w2vu.yaml``'s defaults, and the seeds the selection chooses among."""
+    settings over ``w2vu.yaml``'s defaults, the seeds the selection chooses among, and the cipher's training
+    settings over ``train`` (:meth:`~speechssl.cipher.CipherStages.cipher` with ``train=plan.cipher``)."""
 
     layer: int
     num_clusters: int
@@ -81,6 +82,7 @@ class Plan:
     gan: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
+    cipher: dict = field(default_factory=dict)
 
 
 PLANS = {
@@ -95,8 +97,12 @@ PLANS = {
     # the paper's criterion (Sec. 2.2, Fig. 2: a linear CTC phone probe on each block, ``gan.linear_ctc`` with
     # kernel 1 and 1,500 updates on the pre-training split's frames); on chapter 5's HuBERT iteration 2, dev PER
     # 0.640, 0.662, 0.658, 0.659, 0.674 for layers 0-4 (MFCC frames: 0.671), so layer 0, the Transformer's input
+    # The cipher needs more: at w2vu.yaml's rates its dev PER stays at 0.83-0.86, near the frequency-rank reading,
+    # for 45,000 updates (seed 0) and falls to 0.40 only by 150,000 (1,894 s). Three times those rates start the
+    # descent within 10,000 updates for seed 0, so the cipher's run is 15,000 updates at that pace (about 3 minutes).
     "tiny": Plan(0, 64, 32, {"input_dim": 32, "discriminator_dim": 16},
-                 {"batch_size": 32, "max_updates": 2_000, "eval_every": 250}, (0, 1, 2)),
+                 {"batch_size": 32, "max_updates": 2_000, "eval_every": 250}, (0, 1, 2),
+                 {"max_updates": 15_000, "eval_every": 2_500, "lr_generator": 1.2e-3, "lr_discriminator": 1.5e-3}),
 }
 
 
@@ -315,11 +321,11 @@ class Stages(CipherStages):
         _write_json(path, out)
         return out
 
-    def select(self, histories: Sequence[Sequence[dict]]) -> dict:
+    def select(self, histories: Sequence[Sequence[dict]], record: str = "selected.json") -> dict:
         """The evaluation of lowest ``weighted_lm_ppl`` over every seed and update, generator included (for
-        :meth:`score`); ``selected.json`` records it without the weights."""
+        :meth:`score`); the file ``record`` of the folder keeps it without the weights."""
         best = min((h for hs in histories for h in hs), key=lambda h: h["weighted_lm_ppl"])
-        _write_json(self.folder / "selected.json", {k: v for k, v in best.items() if k != "generator"})
+        _write_json(self.folder / record, {k: v for k, v in best.items() if k != "generator"})
         return best
 
 
