@@ -925,6 +925,7 @@ def test_stages_pair_matching_reads_a_cipher_from_the_text_pairs(tmp_path):
     assert stages.pair_matching(0, updates=300, batch_size=32) == runs[0]
 
 
+@pytest.mark.first                                                      # about 3 minutes alone
 def test_the_gan_cracks_the_cipher_of_the_tiny_corpus_from_a_random_start(tmp_path):
     """The cipher check: the GAN, from a random start, on a substitution cipher of the tiny corpus's true segments
     against its unpaired text, with the tiny plan's model, batch and cipher schedule (learning rates three times
