@@ -929,12 +929,13 @@ def test_stages_pair_matching_reads_a_cipher_from_the_text_pairs(tmp_path):
 def test_the_gan_cracks_the_cipher_of_the_tiny_corpus_from_a_random_start(tmp_path):
     """The cipher check: the GAN, from a random start, on a substitution cipher of the tiny corpus's true segments
     against its unpaired text, with the tiny plan's model, batch and cipher schedule (learning rates three times
-    ``w2vu.yaml``'s and 15,000 updates, about 3 minutes on 2 cores), as chapter 6 runs it. Dev PER falls from above 0.9 to 0.364 on the machine that set
-    the bound; the bound, 0.5 and at least 0.25 below the frequency-rank reading (0.781), leaves room for other
-    CPUs' kernels and still fails a GAN that learns only the phones' frequencies, as every run of 30,000 updates or
-    fewer at ``w2vu.yaml``'s rates did (0.80 to 0.98). When the descent starts depends on the seed: at these rates
-    seeds 1 and 2 were still at the frequency-like plateau at 15,000 updates (0.831 and 0.845), and seed 0 went on to
-    0.235 at 40,000."""
+    ``w2vu.yaml``'s and 15,000 updates, about 3 minutes on 2 cores), as chapter 6 runs it. Dev PER falls from
+    above 0.9 to 0.364 on the machine that set the bound; the bound, 0.5 and at least 0.25 below the
+    frequency-rank reading (0.781), leaves room for other CPUs' kernels and still fails a GAN that learns only the
+    phones' frequencies, as every run of 30,000 updates or fewer at ``w2vu.yaml``'s rates did (0.80 to 0.98).
+    When the descent starts depends on the seed: at these rates seeds 1 and 2 were still at the frequency-like
+    plateau at 15,000 updates (0.831 and 0.845), and seed 0 went on to 0.235 at 40,000. It runs first
+    (``conftest.py``), so that the other xdist worker runs the rest beside it."""
     from speechssl import paths
     from speechssl.data.manifest import read_manifest, read_unpaired_text
     from speechssl.data.synth import ensure_corpus
